@@ -1,0 +1,66 @@
+"""Input validation at the edge: shapes, dtypes, finiteness. Inner code trusts its inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["as_real_array", "check_finite", "first_bad"]
+
+
+def as_real_array(name: str, a: Any, ndim: int | tuple[int, ...] = 1) -> np.ndarray:
+    """Convert to a float array (float32 and integers promoted to float64), checking shape.
+
+    Raises :class:`InputError` for complex, non-numeric, empty or wrongly shaped input.
+    """
+    if a is None:
+        raise InputError(f"{name} is missing")
+    if type(a).__module__.startswith("cupy"):
+        a = a.get()
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise InputError(f"{name} could not be converted to an array: {exc}") from None
+    if np.iscomplexobj(arr):
+        raise InputError(f"{name} must be real; got complex values (dtype {arr.dtype})")
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
+    ):
+        try:
+            arr = arr.astype(float)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be numeric, got dtype {arr.dtype}") from None
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if arr.ndim == 2 and 1 in dims and 2 not in dims and 1 in arr.shape:
+        arr = arr.ravel()  # a row or column vector is fine where 1-D is expected
+    if arr.ndim not in dims:
+        want = " or ".join(f"{d}-D" for d in dims)
+        raise InputError(f"{name} must be {want}, got an array of shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{name} is empty")
+    return np.asarray(arr, dtype=np.float64)
+
+
+def first_bad(mask: np.ndarray) -> tuple[int, int]:
+    """Count of True entries and the first index (flat) where ``mask`` is True."""
+    idx = np.flatnonzero(mask)
+    return int(idx.size), int(idx[0]) if idx.size else -1
+
+
+def check_finite(name: str, a: np.ndarray) -> None:
+    """Raise :class:`InputError` naming the count and first index of non-finite values."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        count, first = first_bad(bad)
+        kinds = []
+        if np.isnan(a).any():
+            kinds.append("NaN")
+        if np.isinf(a).any():
+            kinds.append("Inf")
+        raise InputError(
+            f"{name} contains {count} non-finite value(s) ({'/'.join(kinds)}), first at index "
+            f"{first}; remove them, or pass nan_policy='omit' to exclude those points"
+        )
