@@ -13,7 +13,7 @@ __all__ = ["cupy_or_none", "get_xp", "to_numpy"]
 def cupy_or_none() -> ModuleType | None:
     """Return the ``cupy`` module when it imports and sees a CUDA device, else None."""
     try:
-        import cupy  # noqa: PLC0415
+        import cupy
     except Exception:  # ImportError, or a broken CUDA install
         return None
     try:
@@ -32,7 +32,7 @@ def get_xp(*arrays: Any) -> ModuleType:
     for a in arrays:
         mod = type(a).__module__
         if mod.startswith("cupy"):
-            import cupy  # noqa: PLC0415
+            import cupy
 
             return cupy
     return np

@@ -72,8 +72,11 @@ def solve_prepared(
     )
     p = scal.params_out(res.p)[0]
     # snap to bounds that the scaling round-trip moved by an ulp
-    p = np.where(res.held[0] & (np.abs(p - lo) <= 1e-12 * np.maximum(1, np.abs(lo))), lo, p)
-    p = np.where(res.held[0] & (np.abs(p - hi) <= 1e-12 * np.maximum(1, np.abs(hi))), hi, p)
+    with np.errstate(invalid="ignore"):
+        near_lo = np.isfinite(lo) & (np.abs(p - lo) <= 1e-12 * np.maximum(1, np.abs(lo)))
+        near_hi = np.isfinite(hi) & (np.abs(p - hi) <= 1e-12 * np.maximum(1, np.abs(hi)))
+    p = np.where(res.held[0] & near_lo, lo, p)
+    p = np.where(res.held[0] & near_hi, hi, p)
     return p, res
 
 

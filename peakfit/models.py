@@ -168,7 +168,7 @@ class GaussianModel:
 
     def __call__(self, x: Any, p: Any) -> Any:
         """Evaluate the model for one parameter vector ``(P,)`` or a batch ``(k, P)``."""
-        from ._xp import get_xp  # noqa: PLC0415
+        from ._xp import get_xp
 
         xp = get_xp(x, p)
         p = xp.asarray(p, dtype=float)
@@ -201,7 +201,7 @@ class GaussianModel:
         Derivatives: ``df/da = E``, ``df/db = 2 a (x-b) E / c^2``, ``df/dc = 2 a (x-b)^2 E / c^3``
         with ``E = exp(-((x-b)/c)^2)``.
         """
-        from ._xp import get_xp  # noqa: PLC0415
+        from ._xp import get_xp
 
         xp = get_xp(x, p)
         n = self.n
@@ -332,7 +332,7 @@ class GaussianModel:
         Returns the reordered parameters and the permutation of terms (``(n,)`` or ``(k, n)``).
         The model value is unchanged.
         """
-        from ._xp import get_xp  # noqa: PLC0415
+        from ._xp import get_xp
 
         xp = get_xp(p)
         squeeze = p.ndim == 1

@@ -276,9 +276,9 @@ class FitOptions:
             return str(v)
 
         d = self.to_matlab()
-        lo, hi = (None, None)
+        lo, _hi = (None, None)
         if self.model is not None:
-            lo, hi = self.bounds(self.model)
+            lo, _hi = self.bounds(self.model)
             d["Lower"] = lo if self.lower is None else self.lower
         w = max(len(k) for k in d)
         return "\n".join(f"{k:>{w + 4}}: {fmt(v)}" for k, v in d.items())

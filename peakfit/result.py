@@ -190,8 +190,8 @@ class GaussianFit:
     >>> r = peakfit.fit_gaussians(x, y, n=2)
     >>> np.round(r.means, 6).tolist()
     [4.0, 6.5]
-    >>> float(np.round(r(4.0), 6))
-    3.000049
+    >>> float(np.round(r(4.0), 6))  # 3 + exp(-(2.5/1.1)**2)
+    3.005711
     """
 
     model: GaussianModel
@@ -505,13 +505,13 @@ class GaussianFit:
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
         """Plot data, fit, components and residuals (needs matplotlib); see :mod:`peakfit.plot`."""
-        from .plot import plot_fit  # noqa: PLC0415
+        from .plot import plot_fit
 
         return plot_fit(self, ax=ax, **kwargs)
 
     def to_lmfit(self) -> Any:
         """lmfit ``Parameters`` with values and standard errors; see :mod:`peakfit.interop`."""
-        from .interop import to_lmfit  # noqa: PLC0415
+        from .interop import to_lmfit
 
         return to_lmfit(self)
 

@@ -115,7 +115,7 @@ def gaussnstart(x: Any, y: Any, n: int) -> np.ndarray:
     >>> s = gaussnstart(x, y, 1)
     >>> s[:2].tolist()
     [4.0, 2.0]
-    >>> round(float(s[2]), 12) == round(1 / np.sqrt(np.log(4.0)) / 2, 12)
+    >>> bool(np.isclose(s[2], 1 / np.sqrt(np.log(4.0)) / 2))
     True
     """
     x = np.asarray(x, dtype=float).ravel()
@@ -141,7 +141,7 @@ def baseline_start(model: GaussianModel, x: Any, Y: Any, edge_fraction: float = 
     if nb == 0:
         return xp.zeros((k, 0))
     X = xp.broadcast_to(x, (k, m)) if x.ndim == 1 else x
-    e = max(2, int(round(edge_fraction * m)))
+    e = max(2, round(edge_fraction * m))
     e = min(e, m // 2) if m >= 4 else m
     idx = np.r_[0:e, m - e : m] if m >= 4 else np.arange(m)
     xe = X[:, idx]
@@ -175,7 +175,7 @@ def _weighted_polyfit(xp: Any, x: Any, y: Any, w: Any, deg: int) -> Any:
     ct = xp.linalg.solve(A, rhs[..., None])[..., 0]  # coefficients in t
     # convert sum ct_j ((x - xc)/xs)^j to powers of x
     out = xp.zeros_like(ct)
-    from math import comb  # noqa: PLC0415
+    from math import comb
 
     for j in range(deg + 1):
         cj = ct[:, j] / xs[:, 0] ** j
@@ -217,7 +217,7 @@ def estimate_start(
         s = gaussnstart_batch(x, Yp, model.n)
         return xp.concatenate([s, q], axis=1)
     if meth == "auto":
-        from .autostart import auto_start  # noqa: PLC0415
+        from .autostart import auto_start
 
         return auto_start(model, x, Y, **kwargs)
     raise InputError(f"unknown start method {method!r}: use 'auto', 'matlab' or an array")
