@@ -1,0 +1,1717 @@
+"""Reading spectra from files and writing result tables that can be resumed.
+
+Readers
+-------
+:func:`load_spectra` reads one file into a :class:`Spectra` (a shared or per-spectrum ``x`` and a
+``(k, m)`` matrix ``Y``).  :func:`iter_spectra_chunks` yields the same spectra in chunks with
+bounded memory, and :func:`count_spectra` counts them cheaply.  Supported formats, chosen by the
+file extension (case-insensitive):
+
+=======================  ========================================================================
+``.csv .tsv .txt .dat``  delimited text: an ``x`` column plus ``y`` columns, or one spectrum a row
+``.npy``                 a 1-D (one spectrum) or 2-D ``(k, m)`` array; never unpickled
+``.npz``                 arrays ``x`` and ``Y``/``y``/``spectra`` (or names set by ``x=``/``y=``)
+``.h5 .hdf5``            datasets ``x`` and ``Y``/``y``/``spectra`` (or ``dataset=``/``x=``)
+``.mat``                 MATLAB v5 (scipy) or v7.3 (HDF5, via h5py), variables as for HDF5
+=======================  ========================================================================
+
+Every problem with a file raises :class:`~peakfit.errors.FileFormatError` (a ``ValueError``) whose
+message starts with the path and, for text files, the 1-based line and column.  A file that does
+not exist raises :class:`MissingFileError`, which is both a ``FileFormatError`` and a
+``FileNotFoundError``.
+
+Writers
+-------
+:class:`ResultWriter` appends result rows chunk by chunk to CSV, Parquet (a directory of part
+files) or HDF5, so that a batch job killed at any moment can be restarted and will write every
+``(source, index)`` row exactly once.  :func:`read_table` reads such a table back.
+
+h5py, pyarrow and pandas are optional (``pip install "peakfit[io]"``); they are imported only by
+the code paths that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib
+import io as _stdio
+import math
+import os
+import re
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from peakfit.errors import FileFormatError, InputError
+
+__all__ = [
+    "MissingFileError",
+    "ResultWriter",
+    "Spectra",
+    "count_spectra",
+    "iter_spectra_chunks",
+    "load_spectra",
+    "read_table",
+]
+
+PathLike = str | os.PathLike
+
+Layout = Literal["auto", "columns", "rows"]
+
+_TEXT_EXTS = (".csv", ".tsv", ".txt", ".dat")
+_FORMATS = {
+    ".csv": "text",
+    ".tsv": "text",
+    ".txt": "text",
+    ".dat": "text",
+    ".npy": "npy",
+    ".npz": "npz",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".mat": "mat",
+}
+_Y_DEFAULTS = ("Y", "y", "spectra")
+_X_DEFAULT = "x"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_IO_EXTRA = 'pip install "peakfit[io]"'
+
+
+class MissingFileError(FileFormatError, FileNotFoundError):
+    """The input file does not exist.
+
+    Both a :class:`~peakfit.errors.FileFormatError` (hence ``InputError``/``ValueError``) and a
+    ``FileNotFoundError``, so either ``except`` clause catches it.  ``path`` (and ``filename``)
+    name the file.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__("file not found", path)
+        self.filename = path
+
+    def __str__(self) -> str:
+        return BaseException.__str__(self)  # not OSError's "[Errno None] ..." form
+
+
+def _require(module: str, purpose: str) -> Any:
+    """Import an optional dependency or raise an ImportError naming the ``io`` extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{purpose} needs the optional package {module!r}; install it with: {_IO_EXTRA}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Spectra container
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spectra:
+    """A set of spectra read from one file.
+
+    Attributes
+    ----------
+    x : numpy.ndarray
+        Abscissa, float64: shape ``(m,)`` shared by all spectra, or ``(k, m)`` one row per
+        spectrum.
+    Y : numpy.ndarray
+        Ordinates, float64, shape ``(k, m)``: one spectrum per row.  May contain NaN.
+    names : tuple of str
+        One name per spectrum: the column header, ``col3``, ``row3`` (0-based position in the
+        file), or the variable name for a single 1-D spectrum.
+    source : str
+        The file the spectra came from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = Spectra(np.arange(3.0), np.ones((2, 3)), ("a", "b"), "mem")
+    >>> s.k, s.m, len(s)
+    (2, 3, 2)
+    >>> s.x_of(1)
+    array([0., 1., 2.])
+    """
+
+    x: np.ndarray
+    Y: np.ndarray
+    names: tuple[str, ...]
+    source: str
+
+    def __post_init__(self) -> None:
+        Y = np.asarray(self.Y, dtype=np.float64)
+        if Y.ndim == 1:
+            Y = Y[np.newaxis, :]
+        if Y.ndim != 2:
+            raise InputError(f"Spectra.Y must be 2-D (k, m); got shape {Y.shape}")
+        x = np.asarray(self.x, dtype=np.float64)
+        if x.shape not in ((Y.shape[1],), Y.shape):
+            raise InputError(
+                f"Spectra.x must have shape ({Y.shape[1]},) or {Y.shape} to match Y; got {x.shape}"
+            )
+        names = tuple(str(n) for n in self.names)
+        if len(names) != Y.shape[0]:
+            raise InputError(f"Spectra.names has {len(names)} entries but Y has {Y.shape[0]} rows")
+        object.__setattr__(self, "Y", Y)
+        object.__setattr__(self, "x", x)
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "source", str(self.source))
+
+    @property
+    def k(self) -> int:
+        """Number of spectra."""
+        return int(self.Y.shape[0])
+
+    @property
+    def m(self) -> int:
+        """Number of points per spectrum."""
+        return int(self.Y.shape[1])
+
+    def __len__(self) -> int:
+        return self.k
+
+    def x_of(self, i: int) -> np.ndarray:
+        """The abscissa of spectrum ``i`` (the shared ``x`` or row ``i`` of a 2-D ``x``)."""
+        return self.x if self.x.ndim == 1 else self.x[i]
+
+
+# --------------------------------------------------------------------------------------------
+# Format dispatch and option checks
+# --------------------------------------------------------------------------------------------
+
+
+def _format_of(path: str) -> str:
+    ext = Path(path).suffix.lower()
+    fmt = _FORMATS.get(ext)
+    if fmt is None:
+        known = " ".join(sorted(_FORMATS))
+        raise FileFormatError(
+            f"unknown file extension {ext or '(none)'!r}; supported: {known}", path
+        )
+    return fmt
+
+
+def _check_exists(path: str) -> None:
+    if not os.path.exists(path):
+        raise MissingFileError(path)
+    if os.path.isdir(path):
+        raise FileFormatError("is a directory, expected a file", path)
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in ("auto", "columns", "rows"):
+        raise InputError(f"layout must be 'auto', 'columns' or 'rows'; got {layout!r}")
+
+
+def _container_name(path: str, y: Any, dataset: str | None, variable: str | None) -> str | None:
+    """The Y variable name for npz/HDF5/.mat, from whichever of y=, dataset=, variable= is set."""
+    pairs = (("y", y), ("dataset", dataset), ("variable", variable))
+    given = {k: v for k, v in pairs if v is not None}
+    for key, value in given.items():
+        if not isinstance(value, str):
+            raise InputError(
+                f"{key}= must be a variable/dataset name (str) for {Path(path).suffix} files; "
+                f"got {value!r}"
+            )
+    values = set(given.values())
+    if len(values) > 1:
+        raise InputError(f"conflicting names for the spectra: {given}")
+    return values.pop() if values else None
+
+
+# --------------------------------------------------------------------------------------------
+# Delimited text
+# --------------------------------------------------------------------------------------------
+
+
+class _TextFile:
+    """Delimited text: finds the delimiter and header, yields data lines, parses blocks."""
+
+    def __init__(
+        self,
+        path: str,
+        delimiter: str | None,
+        skip_header: int | None,
+        header: bool | None,
+    ) -> None:
+        self.path = path
+        if skip_header is not None and (
+            isinstance(skip_header, bool) or not isinstance(skip_header, int) or skip_header < 0
+        ):
+            raise InputError(f"skip_header must be an int >= 0 or None; got {skip_header!r}")
+        self.skip = skip_header or 0
+        if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
+            raise InputError(f"delimiter must be a single character or None; got {delimiter!r}")
+        self.header_names: list[str] | None = None
+        self.header_line: int | None = None
+        first: tuple[int, str] | None = None
+        with self._open() as fh:
+            for lineno, text in self._candidates(fh):
+                first = (lineno, text)
+                break
+        if first is None:
+            size = os.path.getsize(path)
+            what = "file is empty" if size == 0 else "no data lines (only comments or blank lines)"
+            raise FileFormatError(what, path)
+        lineno, text = first
+        if delimiter is None:
+            if Path(path).suffix.lower() == ".tsv":
+                delimiter = "\t"
+            elif "," in text:
+                delimiter = ","
+            elif ";" in text:
+                delimiter = ";"
+        self.delimiter = delimiter
+        cells = self.split(text)
+        is_header = header if header is not None else any(_looks_non_numeric(c) for c in cells)
+        if is_header:
+            self.header_names = [_unquote(c) for c in cells]
+            self.header_line = lineno
+
+    def _open(self) -> Any:
+        try:
+            return open(self.path, encoding="utf-8-sig", newline=None)
+        except OSError as exc:
+            raise FileFormatError(f"cannot open: {exc.strerror or exc}", self.path) from exc
+
+    def _candidates(self, fh: Any) -> Iterator[tuple[int, str]]:
+        """(1-based line number, text) of non-blank, non-comment lines after skip_header."""
+        try:
+            for lineno, raw in enumerate(fh, start=1):
+                if lineno <= self.skip:
+                    continue
+                text = raw.rstrip("\r\n")
+                stripped = text.strip()
+                if not stripped or stripped.startswith("#"):
+                    continue
+                yield lineno, text
+        except UnicodeDecodeError as exc:
+            raise FileFormatError(
+                f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", self.path
+            ) from exc
+
+    def split(self, text: str) -> list[str]:
+        if self.delimiter is None:
+            return text.split()
+        return text.split(self.delimiter)
+
+    def data_lines(self) -> Iterator[tuple[int, str]]:
+        """(line number, text) of every data line (header excluded)."""
+        with self._open() as fh:
+            for lineno, text in self._candidates(fh):
+                if lineno == self.header_line:
+                    continue
+                yield lineno, text
+
+    def first_data_line(self) -> tuple[int, str]:
+        """The first data line, or FileFormatError when there is none."""
+        gen = self.data_lines()
+        try:
+            first = next(gen, None)
+        finally:
+            gen.close()
+        if first is None:
+            raise FileFormatError("no data lines after the header", self.path)
+        return first
+
+    def parse(self, block: list[tuple[int, str]], ncol: int, ref_line: int) -> np.ndarray:
+        """Parse data lines into an ``(len(block), ncol)`` float array (empty cells -> NaN)."""
+        if not block:
+            return np.empty((0, ncol))
+        texts = [t for _, t in block]
+        try:
+            arr = np.loadtxt(
+                texts,
+                delimiter=self.delimiter,
+                dtype=np.float64,
+                comments=None,
+                ndmin=2,
+                quotechar='"',
+            )
+            if arr.shape == (len(block), ncol):
+                return arr
+        except ValueError:
+            pass
+        out = np.empty((len(block), ncol))
+        for r, (lineno, text) in enumerate(block):
+            cells = self.split(text)
+            if len(cells) != ncol:
+                raise FileFormatError(
+                    f"row has {len(cells)} columns but line {ref_line} has {ncol}",
+                    self.path,
+                    lineno,
+                )
+            for c, cell in enumerate(cells):
+                out[r, c] = self._cell(cell, lineno, c + 1)
+        return out
+
+    def _cell(self, cell: str, lineno: int, column: int) -> float:
+        s = _unquote(cell)
+        if not s:
+            return math.nan
+        if "_" not in s:
+            try:
+                return float(s)
+            except ValueError:
+                pass
+        raise FileFormatError(f"cell {cell.strip()!r} is not a number", self.path, lineno, column)
+
+
+def _unquote(cell: str) -> str:
+    s = cell.strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'":
+        s = s[1:-1].strip()
+    return s
+
+
+def _looks_non_numeric(cell: str) -> bool:
+    s = _unquote(cell)
+    if not s or "_" in s:
+        return bool(s)
+    try:
+        float(s)
+    except ValueError:
+        return True
+    return False
+
+
+def _resolve_column(sel: int | str, header: list[str] | None, ncol: int, what: str) -> int:
+    if isinstance(sel, (bool, np.bool_)):
+        raise InputError(f"{what}= must be a column index or name; got {sel!r}")
+    if isinstance(sel, (int, np.integer)):
+        j = int(sel)
+        if not -ncol <= j < ncol:
+            raise InputError(f"{what}={j} is out of range: the file has {ncol} columns")
+        return j % ncol
+    if isinstance(sel, str):
+        if header is None:
+            raise InputError(f"{what}={sel!r} names a column but the file has no header line")
+        if sel in header:
+            return header.index(sel)
+        folded = [h.casefold() for h in header]
+        if folded.count(sel.casefold()) == 1:
+            return folded.index(sel.casefold())
+        raise InputError(f"{what}={sel!r}: no such column; columns are {header}")
+    raise InputError(f"{what}= must be a column index or name; got {sel!r}")
+
+
+def _as_selection(y: Any) -> list[Any] | None:
+    if y is None:
+        return None
+    if isinstance(y, (str, int, np.integer)):
+        return [y]
+    return list(y)
+
+
+def _text_layout(layout: str) -> str:
+    return "columns" if layout == "auto" else layout
+
+
+class _TextRows:
+    """Layout 'rows' for text: every data row is one spectrum (streamed in line blocks)."""
+
+    def __init__(self, tf: _TextFile, x: Any, y: Any) -> None:
+        self.tf = tf
+        if x is not None and (isinstance(x, (bool, str)) or not isinstance(x, (int, np.integer))):
+            raise InputError(
+                f"with layout='rows', x= must be the 0-based index of the data row holding x; "
+                f"got {x!r}"
+            )
+        self.x_row = None if x is None else int(x)
+        sel = _as_selection(y)
+        if sel is not None:
+            for s in sel:
+                if isinstance(s, (bool, str)) or not isinstance(s, (int, np.integer)):
+                    raise InputError(f"with layout='rows', y= must be data row indices; got {s!r}")
+            sel = [int(s) for s in sel]
+            if any(s < 0 for s in sel):
+                raise InputError("with layout='rows', y= row indices must be >= 0")
+        self.rows = sel
+        first = tf.first_data_line()
+        self.ref_line = first[0]
+        self.ncol = len(tf.split(first[1]))
+        self.x = self._read_x()
+
+    def _read_x(self) -> np.ndarray:
+        if self.x_row is None:
+            return np.arange(self.ncol, dtype=np.float64)
+        for i, (lineno, text) in enumerate(self.tf.data_lines()):
+            if i == self.x_row:
+                return self.tf.parse([(lineno, text)], self.ncol, self.ref_line)[0]
+        raise InputError(f"x={self.x_row}: the file has fewer data rows")
+
+    def _wanted(self) -> Iterator[tuple[int, tuple[int, str]]]:
+        wanted = None if self.rows is None else set(self.rows)
+        for i, item in enumerate(self.tf.data_lines()):
+            if i == self.x_row:
+                continue
+            if wanted is None or i in wanted:
+                yield i, item
+
+    def count(self) -> int:
+        if self.rows is not None:
+            return len(self.rows)
+        return sum(1 for _ in self._wanted())
+
+    def chunks(self, chunk_size: int) -> Iterator[tuple[int, Spectra]]:
+        start = 0
+        block: list[tuple[int, str]] = []
+        idx: list[int] = []
+        found: set[int] = set()
+
+        def emit() -> Spectra:
+            Y = self.tf.parse(block, self.ncol, self.ref_line)
+            return Spectra(self.x, Y, tuple(f"row{i}" for i in idx), self.tf.path)
+
+        for i, item in self._wanted():
+            block.append(item)
+            idx.append(i)
+            found.add(i)
+            if len(block) == chunk_size:
+                yield start, emit()
+                start += len(block)
+                block, idx = [], []
+        if self.rows is not None and len(found) != len(set(self.rows)):
+            missing = sorted(set(self.rows) - found)
+            raise InputError(f"y= selects data rows {missing} that the file does not have")
+        if block or start == 0:
+            if not block:
+                raise FileFormatError("no spectra rows in file", self.tf.path)
+            yield start, emit()
+
+
+def _load_text_columns(tf: _TextFile, x: Any, y: Any) -> Spectra:
+    lines = list(tf.data_lines())
+    if not lines:
+        raise FileFormatError("no data lines after the header", tf.path)
+    ref_line = lines[0][0]
+    ncol = len(tf.split(lines[0][1]))
+    header = tf.header_names
+    if header is not None and len(header) != ncol:
+        raise FileFormatError(
+            f"header has {len(header)} names but line {ref_line} has {ncol} columns "
+            "(skip the line with skip_header=)",
+            tf.path,
+            tf.header_line,
+        )
+    data = tf.parse(lines, ncol, ref_line)
+    sel = _as_selection(y)
+    ycols = None if sel is None else [_resolve_column(s, header, ncol, "y") for s in sel]
+    if x is not None:
+        xcol: int | None = _resolve_column(x, header, ncol, "x")
+    elif ncol >= 2 and (ycols is None or 0 not in ycols):
+        xcol = 0
+    else:
+        xcol = None
+    if ycols is None:
+        ycols = [j for j in range(ncol) if j != xcol]
+    if not ycols:
+        raise InputError(f"no y columns left: the file has {ncol} column(s) and x is column {xcol}")
+    xv = np.arange(data.shape[0], dtype=np.float64) if xcol is None else data[:, xcol]
+    names = tuple(header[j] if header is not None else f"col{j}" for j in ycols)
+    return Spectra(xv, np.ascontiguousarray(data[:, ycols].T), names, tf.path)
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays in containers: .npy, .npz, HDF5, MATLAB
+# --------------------------------------------------------------------------------------------
+
+
+class _Stored:
+    """One stored numeric array, read lazily; ``transposed`` for MATLAB v7.3 (column-major).
+
+    ``shape`` is the logical shape (NumPy's view for npy/npz/HDF5, MATLAB's view for .mat).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        get: Callable[[Any], np.ndarray],
+        path: str,
+        transposed: bool = False,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.transposed = transposed
+        self.get = get
+        self.shape = tuple(reversed(shape)) if transposed else tuple(shape)
+        if len(self.shape) not in (1, 2) or 0 in self.shape:
+            raise FileFormatError(
+                f"{name!r} has shape {self.shape}; expected a non-empty 1-D or 2-D array", path
+            )
+
+    def _check(self, a: np.ndarray) -> np.ndarray:
+        return _as_float(a, self.name, self.path)
+
+    def all(self) -> np.ndarray:
+        a = self._check(np.asarray(self.get(Ellipsis)))
+        return a.T if self.transposed else a
+
+    def rows(self, i: int, j: int) -> np.ndarray:
+        """Logical ``A[i:j, :]``."""
+        if self.transposed:
+            return self._check(np.asarray(self.get((slice(None), slice(i, j))))).T
+        return self._check(np.asarray(self.get((slice(i, j), slice(None)))))
+
+    def cols(self, i: int, j: int) -> np.ndarray:
+        """Logical ``A[:, i:j]``."""
+        if self.transposed:
+            return self._check(np.asarray(self.get((slice(i, j), slice(None))))).T
+        return self._check(np.asarray(self.get((slice(None), slice(i, j)))))
+
+
+def _as_float(a: np.ndarray, name: str, path: str) -> np.ndarray:
+    kind = a.dtype.kind
+    if kind in "biuf":
+        return np.asarray(a, dtype=np.float64)
+    if kind == "c":
+        raise FileFormatError(f"{name!r} is complex; only real data can be fitted", path)
+    raise FileFormatError(f"{name!r} is not numeric (dtype {a.dtype})", path)
+
+
+class _ArraySpectra:
+    """Spectra stored as an array ``Y`` (1-D or 2-D) with an optional ``x`` array.
+
+    A 1-D ``x`` (or a row/column vector) is read at once; a 2-D ``x`` (one abscissa per
+    spectrum, same shape as ``Y``) is sliced chunk by chunk like ``Y``.
+    """
+
+    def __init__(self, ystore: _Stored, xstore: _Stored | None, layout: str, path: str) -> None:
+        self.y = ystore
+        self.path = path
+        shape = ystore.shape
+        self.one_d = len(shape) == 1 or 1 in shape  # a MATLAB row/column vector: one spectrum
+        self.x: np.ndarray | None = None
+        self.x2d: _Stored | None = None
+        if xstore is not None:
+            if len(xstore.shape) == 1 or 1 in xstore.shape:
+                self.x = xstore.all().ravel()
+            elif xstore.shape != shape:
+                raise FileFormatError(
+                    f"x {xstore.name!r} has shape {xstore.shape}; a 2-D x must have the shape "
+                    f"of {ystore.name!r} {shape}",
+                    path,
+                )
+            else:
+                self.x2d = xstore
+        if self.one_d:
+            self.orient = "rows"
+            self.k, self.m = 1, int(np.prod(shape))
+            if self.x is not None and self.x.shape != (self.m,):
+                raise FileFormatError(
+                    f"x has {self.x.size} values but {ystore.name!r} has {self.m} points", path
+                )
+            return
+        r, c = shape
+        if layout == "auto":
+            layout = "columns" if self.x is not None and self.x.shape == (r,) != (c,) else "rows"
+        self.orient = layout
+        self.k, self.m = (r, c) if layout == "rows" else (c, r)
+        if self.x is not None and self.x.shape != (self.m,):
+            raise FileFormatError(
+                f"x has {self.x.size} values but {ystore.name!r} {shape} holds {self.k} spectra "
+                f"of {self.m} points (layout={layout!r})",
+                path,
+            )
+
+    def take(self, i: int, j: int) -> Spectra:
+        if self.one_d:
+            Y = self.y.all().reshape(1, -1)
+            names: tuple[str, ...] = (self.y.name,)
+        elif self.orient == "rows":
+            Y = self.y.rows(i, j)
+            names = tuple(f"row{n}" for n in range(i, j))
+        else:
+            Y = self.y.cols(i, j).T
+            names = tuple(f"col{n}" for n in range(i, j))
+        if self.x2d is not None:
+            x = self.x2d.rows(i, j) if self.orient == "rows" else self.x2d.cols(i, j).T
+        elif self.x is not None:
+            x = self.x
+        else:
+            x = np.arange(self.m, dtype=np.float64)
+        return Spectra(x, np.ascontiguousarray(Y), names, self.path)
+
+    def chunks(self, chunk_size: int) -> Iterator[tuple[int, Spectra]]:
+        for i in range(0, self.k, chunk_size):
+            yield i, self.take(i, min(i + chunk_size, self.k))
+
+
+def _pick(
+    available: Sequence[str],
+    wanted: str | None,
+    defaults: Sequence[str],
+    what: str,
+    path: str,
+    kind: str,
+) -> str:
+    if wanted is not None:
+        if wanted in available:
+            return wanted
+        raise FileFormatError(
+            f"no {kind} {wanted!r} for the {what}; available: {_listing(available)}", path
+        )
+    for name in defaults:
+        if name in available:
+            return name
+    raise FileFormatError(
+        f"no {kind} for the {what} (looked for {', '.join(map(repr, defaults))}; pass "
+        f"{'dataset=' if kind == 'dataset' else 'variable='}); available: {_listing(available)}",
+        path,
+    )
+
+
+def _listing(names: Sequence[str]) -> str:
+    return ", ".join(repr(n) for n in names) if names else "(none)"
+
+
+@contextlib.contextmanager
+def _open_arrays(
+    path: str, fmt: str, x: Any, yname: str | None, layout: str
+) -> Iterator[_ArraySpectra]:
+    if x is not None and not isinstance(x, str):
+        raise InputError(f"x= must be a variable/dataset name (str) for {fmt} files; got {x!r}")
+    if fmt == "npy":
+        if x is not None or yname is not None:
+            raise InputError(".npy files hold one array: x=, y=, dataset=, variable= do not apply")
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:
+            raise FileFormatError(f"cannot read .npy: {exc}", path) from exc
+        except OSError as exc:
+            raise FileFormatError(f"not a valid .npy file: {exc}", path) from exc
+        if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load always returns ndarray
+            raise FileFormatError("not a .npy array", path)
+        if arr.dtype.kind not in "biuf":
+            _as_float(arr[:0], Path(path).name, path)
+        yield _ArraySpectra(_Stored("y", arr.shape, arr.__getitem__, path), None, layout, path)
+        return
+    if fmt == "npz":
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise FileFormatError(f"not a valid .npz file: {exc}", path) from exc
+        with npz:
+            keys = list(npz.files)
+            yn = _pick(keys, yname, _Y_DEFAULTS, "spectra", path, "array")
+            xn = (
+                _pick(keys, x, (), "x", path, "array")
+                if x is not None
+                else (_X_DEFAULT if _X_DEFAULT in keys else None)
+            )
+            try:
+                Yarr = npz[yn]
+                xarr = None if xn is None else npz[xn]
+            except ValueError as exc:
+                raise FileFormatError(f"cannot read array: {exc}", path) from exc
+            ystore = _Stored(yn, Yarr.shape, Yarr.__getitem__, path)
+            xstore = None if xarr is None else _Stored(xn, xarr.shape, xarr.__getitem__, path)
+            yield _ArraySpectra(ystore, xstore, layout, path)
+        return
+    if fmt == "hdf5" or (fmt == "mat" and _is_hdf5(path)):
+        h5py = _require("h5py", f"reading {Path(path).suffix} files")
+        try:
+            fh = h5py.File(path, "r")
+        except OSError as exc:
+            raise FileFormatError(f"not a valid HDF5 file: {exc}", path) from exc
+        with fh:
+            mat = fmt == "mat"
+            names = _h5_variables(fh, mat)
+            kind = "variable" if mat else "dataset"
+            yn = _pick(names, yname, _Y_DEFAULTS, "spectra", path, kind)
+            xn = (
+                _pick(names, x, (), "x", path, kind)
+                if x is not None
+                else (_X_DEFAULT if _X_DEFAULT in names else None)
+            )
+            yds = fh[yn]
+            if mat:
+                _check_mat73_numeric(yds, yn, path)
+            elif yds.dtype.kind not in "biufc":
+                raise FileFormatError(f"{yn!r} is not numeric (dtype {yds.dtype})", path)
+            xstore = None
+            if xn is not None:
+                xds = fh[xn]
+                if mat:
+                    _check_mat73_numeric(xds, xn, path)
+                xstore = _Stored(xn, xds.shape, xds.__getitem__, path, transposed=mat)
+            ystore = _Stored(yn, yds.shape, yds.__getitem__, path, transposed=mat)
+            yield _ArraySpectra(ystore, xstore, layout, path)
+        return
+    if fmt == "mat":
+        sio = importlib.import_module("scipy.io")
+        try:
+            info = sio.whosmat(path)
+        except Exception as exc:  # scipy raises several types on corrupt files
+            raise FileFormatError(f"not a valid MATLAB .mat file: {exc}", path) from exc
+        shapes = {name: (shape, cls) for name, shape, cls in info}
+        names = list(shapes)
+        yn = _pick(names, yname, _Y_DEFAULTS, "spectra", path, "variable")
+        xn = (
+            _pick(names, x, (), "x", path, "variable")
+            if x is not None
+            else (_X_DEFAULT if _X_DEFAULT in names else None)
+        )
+        cache: dict[str, np.ndarray] = {}
+
+        def load(name: str) -> np.ndarray:
+            if name not in cache:
+                cache[name] = sio.loadmat(path, variable_names=[name])[name]
+                if shapes[name][1] in ("cell", "struct", "char", "object", "function_handle"):
+                    raise FileFormatError(
+                        f"variable {name!r} is a MATLAB {shapes[name][1]}, not numeric", path
+                    )
+                if hasattr(cache[name], "toarray"):  # sparse
+                    cache[name] = cache[name].toarray()
+            return cache[name]
+
+        for name in (yn, xn):
+            if name is not None and shapes[name][1] in ("cell", "struct", "char", "object"):
+                raise FileFormatError(
+                    f"variable {name!r} is a MATLAB {shapes[name][1]}, not numeric", path
+                )
+        xstore = None
+        if xn is not None:
+            xstore = _Stored(xn, tuple(shapes[xn][0]), lambda key: load(xn)[key], path)
+        ystore = _Stored(yn, tuple(shapes[yn][0]), lambda key: load(yn)[key], path)
+        yield _ArraySpectra(ystore, xstore, layout, path)
+        return
+    raise AssertionError(fmt)  # pragma: no cover
+
+
+def _is_hdf5(path: str) -> bool:
+    """True for HDF5 files (MATLAB v7.3 .mat files carry a 512-byte header before HDF5)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024 + 8)
+    except OSError as exc:
+        raise FileFormatError(f"cannot open: {exc.strerror or exc}", path) from exc
+    return any(head[o : o + 8] == _HDF5_SIGNATURE for o in (0, 512, 1024))
+
+
+def _h5_variables(fh: Any, mat: bool) -> list[str]:
+    """Dataset paths in an HDF5 file; for MATLAB v7.3 only the top-level variables."""
+    h5py = importlib.import_module("h5py")
+    if mat:
+        return [k for k in fh if not k.startswith("#") and isinstance(fh[k], h5py.Dataset)]
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            found.append(name)
+
+    fh.visititems(visit)
+    return found
+
+
+def _check_mat73_numeric(ds: Any, name: str, path: str) -> None:
+    cls = ds.attrs.get("MATLAB_class", b"")
+    if isinstance(cls, bytes):
+        cls = cls.decode("ascii", "replace")
+    if ds.attrs.get("MATLAB_empty", 0):
+        raise FileFormatError(f"variable {name!r} is empty", path)
+    if cls in ("char", "cell", "struct", "function_handle") or ds.dtype.kind not in "biufc":
+        raise FileFormatError(f"variable {name!r} is MATLAB {cls or ds.dtype}, not numeric", path)
+    if ds.dtype.names is not None:
+        raise FileFormatError(f"variable {name!r} is complex; only real data can be fitted", path)
+
+
+# --------------------------------------------------------------------------------------------
+# Public readers
+# --------------------------------------------------------------------------------------------
+
+
+def load_spectra(
+    path: PathLike,
+    *,
+    x: int | str | None = None,
+    y: int | str | Sequence[int | str] | None = None,
+    layout: Layout = "auto",
+    dataset: str | None = None,
+    variable: str | None = None,
+    delimiter: str | None = None,
+    skip_header: int | None = None,
+    header: bool | None = None,
+) -> Spectra:
+    """Read all spectra of one file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.  The format follows the extension (case-insensitive): ``.csv .tsv .txt .dat``
+        (text), ``.npy``, ``.npz``, ``.h5 .hdf5``, ``.mat`` (v5 or v7.3).
+    x : int or str, optional
+        Text, ``layout='columns'``: the x column (0-based index or header name); default: the
+        first column when there are at least 2 columns (and ``y`` does not select it), else
+        ``x = 0, 1, ..., m-1``.  Text, ``layout='rows'``: the 0-based data row holding x (that
+        row is then not a spectrum); default ``0..m-1``.  Containers (npz/HDF5/.mat): the name
+        of the x array; default ``'x'`` if present, else ``0..m-1``.  A 2-D x gives one
+        abscissa per spectrum.
+    y : int, str or sequence of them, optional
+        Text: the y columns (``layout='columns'``) or data rows (``layout='rows'``) to read;
+        default all others.  Containers: the name of the spectra array (same as ``dataset=`` /
+        ``variable=``); default the first of ``'Y'``, ``'y'``, ``'spectra'``.
+    layout : {'auto', 'columns', 'rows'}
+        Text: ``'columns'`` (x column plus y columns) or ``'rows'`` (one spectrum per line);
+        ``'auto'`` means ``'columns'``.  Containers: a 2-D array holds one spectrum per row
+        (``'rows'``) or per column (``'columns'``, i.e. ``Y.T`` is used); ``'auto'`` picks the
+        orientation whose length matches ``x`` and otherwise ``'rows'``.  For ``.mat`` files
+        rows and columns are MATLAB's.
+    dataset, variable : str, optional
+        Name of the spectra array in an HDF5 file (``dataset``; may contain ``/`` groups) or a
+        ``.mat`` file (``variable``); either is accepted for any container.
+    delimiter : str, optional
+        Text: the field separator.  Default: tab for ``.tsv``; otherwise ``,`` if the first
+        line contains one, else ``;`` if it contains one, else any run of whitespace.
+    skip_header : int, optional
+        Text: number of physical lines at the top of the file to ignore entirely (preambles
+        such as the 60 lines of a NIST StRD file).  Default 0.
+    header : bool, optional
+        Text: whether the first non-comment line after the skipped lines is a header of column
+        names.  Default: auto-detected (a header has a cell that is not a number).
+
+    Returns
+    -------
+    Spectra
+        ``x`` (``(m,)`` or ``(k, m)``), ``Y`` ``(k, m)`` float64, ``names``, ``source``.
+
+    Raises
+    ------
+    MissingFileError
+        The file does not exist (also a ``FileNotFoundError``).
+    peakfit.errors.FileFormatError
+        Unknown extension, empty file, rows of different lengths (names the line), a cell that
+        is not a number (names line, column and the cell text), a missing variable/dataset
+        (lists the available ones), non-numeric or complex data.
+    peakfit.errors.InputError
+        Inconsistent options (a column that does not exist, a bad ``layout``).
+
+    Notes
+    -----
+    Text files: lines whose first non-blank character is ``#`` and blank lines are skipped;
+    a UTF-8 byte-order mark is ignored; cells may be quoted; ``nan``/``NaN``/empty cells become
+    NaN (the fitting layer reports them).  ``.npy`` files are always read with
+    ``allow_pickle=False``.  Options that do not apply to a format (``delimiter`` for an HDF5
+    file, ``dataset`` for a CSV file) are ignored.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> p = os.path.join(d, "s.csv")
+    >>> _ = open(p, "w").write("x,a,b\\n0,1,2\\n1,3,4\\n")
+    >>> s = load_spectra(p)
+    >>> s.names, s.x.tolist(), s.Y.tolist()
+    (('a', 'b'), [0.0, 1.0], [[1.0, 3.0], [2.0, 4.0]])
+    """
+    spath = os.fspath(path)
+    k_chunks = list(
+        iter_spectra_chunks(
+            spath,
+            None,
+            x=x,
+            y=y,
+            layout=layout,
+            dataset=dataset,
+            variable=variable,
+            delimiter=delimiter,
+            skip_header=skip_header,
+            header=header,
+        )
+    )
+    if len(k_chunks) == 1:
+        return k_chunks[0][1]
+    parts = [c for _, c in k_chunks]
+    xs = parts[0].x
+    if xs.ndim == 2:
+        xs = np.concatenate([p.x for p in parts])
+    return Spectra(
+        xs, np.concatenate([p.Y for p in parts]), sum((p.names for p in parts), ()), spath
+    )
+
+
+def iter_spectra_chunks(
+    path: PathLike,
+    chunk_size: int | None,
+    *,
+    x: int | str | None = None,
+    y: int | str | Sequence[int | str] | None = None,
+    layout: Layout = "auto",
+    dataset: str | None = None,
+    variable: str | None = None,
+    delimiter: str | None = None,
+    skip_header: int | None = None,
+    header: bool | None = None,
+) -> Iterator[tuple[int, Spectra]]:
+    """Yield ``(start_index, chunk)`` pairs of at most ``chunk_size`` spectra each.
+
+    Memory stays bounded by the chunk for HDF5 and MATLAB v7.3 files (the dataset is sliced),
+    ``.npy`` files (memory-mapped) and text files with ``layout='rows'`` (read in line
+    blocks).  Text files with ``layout='columns'``, ``.npz`` and MATLAB v5 files are read once
+    and then sliced.  Options are those of :func:`load_spectra`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    chunk_size : int or None
+        Spectra per chunk (>= 1); ``None`` yields everything as one chunk.
+
+    Yields
+    ------
+    tuple of (int, Spectra)
+        The index of the chunk's first spectrum in the file, and the chunk.  Names carry the
+        global positions (``row1000`` ...).
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np
+    >>> p = os.path.join(tempfile.mkdtemp(), "s.npy")
+    >>> np.save(p, np.arange(12.0).reshape(4, 3))
+    >>> [(i, c.k) for i, c in iter_spectra_chunks(p, 3)]
+    [(0, 3), (3, 1)]
+    """
+    spath = os.fspath(path)
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1
+    ):
+        raise InputError(f"chunk_size must be an int >= 1 or None; got {chunk_size!r}")
+    _check_layout(layout)
+    fmt = _format_of(spath)
+    _check_exists(spath)
+    size = None if chunk_size is None else int(chunk_size)
+    if fmt == "text":
+        tf = _TextFile(spath, delimiter, skip_header, header)
+        if _text_layout(layout) == "rows":
+            return _TextRows(tf, x, y).chunks(size or 2**62)
+        return _slice_spectra(_load_text_columns(tf, x, y), size)
+    yname = _container_name(spath, y, dataset, variable)
+    if x is not None and not isinstance(x, str):
+        raise InputError(f"x= must be a variable/dataset name (str) for {fmt} files; got {x!r}")
+    return _array_chunks(spath, fmt, x, yname, layout, size)
+
+
+def _array_chunks(
+    path: str, fmt: str, x: str | None, yname: str | None, layout: str, size: int | None
+) -> Iterator[tuple[int, Spectra]]:
+    with _open_arrays(path, fmt, x, yname, layout) as arrays:
+        yield from arrays.chunks(size or max(arrays.k, 1))
+
+
+def _slice_spectra(s: Spectra, chunk_size: int | None) -> Iterator[tuple[int, Spectra]]:
+    if chunk_size is None or chunk_size >= s.k:
+        yield 0, s
+        return
+    for i in range(0, s.k, chunk_size):
+        j = min(i + chunk_size, s.k)
+        x = s.x if s.x.ndim == 1 else s.x[i:j]
+        yield i, Spectra(x, s.Y[i:j], s.names[i:j], s.source)
+
+
+def count_spectra(
+    path: PathLike,
+    *,
+    x: int | str | None = None,
+    y: int | str | Sequence[int | str] | None = None,
+    layout: Layout = "auto",
+    dataset: str | None = None,
+    variable: str | None = None,
+    delimiter: str | None = None,
+    skip_header: int | None = None,
+    header: bool | None = None,
+) -> int:
+    """Number of spectra :func:`load_spectra` would return, read cheaply where possible.
+
+    Array shapes come from metadata (``.npy`` header, HDF5 dataset shape, ``whosmat`` for
+    MATLAB v5; only a named ``x`` is read to decide the orientation); text files with
+    ``layout='rows'`` are scanned line by line without parsing numbers; text files with
+    ``layout='columns'`` read only the header and first data line.  Cells are therefore not
+    validated.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np
+    >>> p = os.path.join(tempfile.mkdtemp(), "s.npy")
+    >>> np.save(p, np.zeros((5, 7)))
+    >>> count_spectra(p)
+    5
+    """
+    spath = os.fspath(path)
+    _check_layout(layout)
+    fmt = _format_of(spath)
+    _check_exists(spath)
+    if fmt == "text":
+        tf = _TextFile(spath, delimiter, skip_header, header)
+        if _text_layout(layout) == "rows":
+            return _TextRows(tf, x, y).count()
+        first = tf.first_data_line()
+        ncol = len(tf.split(first[1]))
+        sel = _as_selection(y)
+        if sel is not None:
+            for s in sel:
+                _resolve_column(s, tf.header_names, ncol, "y")
+            return len(sel)
+        has_x = x is not None or ncol >= 2
+        if x is not None:
+            _resolve_column(x, tf.header_names, ncol, "x")
+        return ncol - 1 if has_x else ncol
+    yname = _container_name(spath, y, dataset, variable)
+    with _open_arrays(spath, fmt, x, yname, layout) as arrays:
+        return arrays.k
+
+
+# --------------------------------------------------------------------------------------------
+# Result tables
+# --------------------------------------------------------------------------------------------
+
+_TABLE_FORMATS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+}
+_COMMIT_ATTR = "peakfit_committed_rows"
+_COLUMNS_ATTR = "peakfit_columns"
+_TMP_PREFIX = ".tmp-"
+
+
+def _table_format(path: str) -> str:
+    ext = Path(path).suffix.lower()
+    fmt = _TABLE_FORMATS.get(ext)
+    if fmt is None:
+        raise InputError(
+            f"result table {path}: unknown extension {ext or '(none)'!r}; use .csv, .parquet, "
+            ".pq, .h5 or .hdf5"
+        )
+    return fmt
+
+
+def _kind_of(values: np.ndarray) -> str:
+    k = values.dtype.kind
+    if k == "b":
+        return "bool"
+    if k in "iu":
+        return "int"
+    if k == "f":
+        return "float"
+    if k in "USO":
+        return "str"
+    raise InputError(f"unsupported column dtype {values.dtype}")
+
+
+def _coerce(values: Any, kind: str, name: str) -> np.ndarray:
+    if kind == "str":
+        out = [v.decode() if isinstance(v, bytes) else str(v) for v in list(values)]
+        for v in out:
+            if "\n" in v or "\r" in v:
+                raise InputError(f"column {name!r}: strings must not contain line breaks: {v!r}")
+        return np.array(out, dtype=object)
+    arr = np.asarray(values)
+    have = _kind_of(arr) if arr.size else kind
+    if (
+        have == kind
+        or (kind == "float" and have in ("int", "bool"))
+        or (kind == "int" and have == "bool")
+    ):
+        return arr.astype({"bool": np.bool_, "int": np.int64, "float": np.float64}[kind])
+    raise InputError(f"column {name!r} holds {kind} values; this chunk has {have} ({arr.dtype})")
+
+
+class _CsvBackend:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.columns: list[str] | None = None
+        self.keys: list[tuple[str, int]] = []
+        self._fh: Any = None
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            self._recover()
+
+    def _recover(self) -> None:
+        """Drop a partial trailing line, then read the header and committed keys."""
+        with open(self.path, "rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            pos = size
+            keep = 0
+            while pos > 0:
+                step = min(65536, pos)
+                pos -= step
+                fh.seek(pos)
+                buf = fh.read(step)
+                nl = buf.rfind(b"\n")
+                if nl >= 0:
+                    keep = pos + nl + 1
+                    break
+            if keep != size:
+                fh.truncate(keep)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if keep == 0:
+            return
+        with open(self.path, encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            head = next(reader)
+            self.columns = head
+            for req in ("source", "index"):
+                if req not in head:
+                    raise InputError(f"result table {self.path} has no {req!r} column: {head}")
+            si, ii = head.index("source"), head.index("index")
+            for row in reader:
+                if len(row) != len(head):
+                    raise FileFormatError(
+                        f"row has {len(row)} fields, header has {len(head)}",
+                        self.path,
+                        reader.line_num,
+                    )
+                try:
+                    self.keys.append((row[si], int(row[ii])))
+                except ValueError as exc:
+                    raise FileFormatError(
+                        f"index {row[ii]!r} is not an integer",
+                        self.path,
+                        reader.line_num,
+                        ii + 1,
+                    ) from exc
+
+    def kinds(self) -> dict[str, str] | None:
+        return None
+
+    def append(
+        self, columns: list[str], data: dict[str, np.ndarray], kinds: dict[str, str]
+    ) -> None:
+        buf = _stdio.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        if self.columns is None:
+            w.writerow(columns)
+        n = len(data["index"])
+        fmt: list[Callable[[Any], str]] = []
+        for c in columns:
+            fmt.append({"float": _fmt_float, "int": str, "bool": str, "str": str}[kinds[c]])
+        cols = [data[c].tolist() for c in columns]
+        for r in range(n):
+            w.writerow([f(col[r]) for f, col in zip(fmt, cols)])
+        payload = buf.getvalue().encode("utf-8")
+        if self._fh is None:
+            self._fh = open(self.path, "ab")  # kept open between chunks
+        self._fh.write(payload)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.columns = list(columns)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _fmt_float(v: float) -> str:
+    return repr(float(v))
+
+
+class _ParquetBackend:
+    def __init__(self, path: str) -> None:
+        self.pa = _require("pyarrow", "writing Parquet result tables")
+        self.pq = importlib.import_module("pyarrow.parquet")
+        self.path = path
+        self.columns: list[str] | None = None
+        self.keys: list[tuple[str, int]] = []
+        self._kinds: dict[str, str] | None = None
+        if os.path.isfile(path):
+            raise InputError(
+                f"result table {path} exists as a file; ResultWriter writes Parquet as a "
+                "directory of part files (choose another name)"
+            )
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.startswith(_TMP_PREFIX):
+                os.remove(os.path.join(path, name))
+        self.parts = _parquet_parts(path)
+        if self.parts:
+            schema = self.pq.read_schema(self.parts[0])
+            self.columns = list(schema.names)
+            self._kinds = {f.name: _arrow_kind(self.pa, f.type) for f in schema}
+            for part in self.parts:
+                t = self.pq.read_table(part, columns=["source", "index"])
+                self.keys.extend(zip(t.column("source").to_pylist(), t.column("index").to_pylist()))
+
+    def kinds(self) -> dict[str, str] | None:
+        return self._kinds
+
+    def append(
+        self, columns: list[str], data: dict[str, np.ndarray], kinds: dict[str, str]
+    ) -> None:
+        pa = self.pa
+        types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+        arrays = [
+            pa.array(data[c].tolist() if kinds[c] == "str" else data[c], type=types[kinds[c]])
+            for c in columns
+        ]
+        table = pa.Table.from_arrays(arrays, names=columns)
+        number = 0
+        if self.parts:
+            number = int(re.findall(r"\d+", os.path.basename(self.parts[-1]))[-1]) + 1
+        final = os.path.join(self.path, f"part-{number:06d}.parquet")
+        tmp = os.path.join(self.path, f"{_TMP_PREFIX}part-{number:06d}.parquet")
+        self.pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.path)
+        self.parts.append(final)
+        self.columns = list(columns)
+        self._kinds = dict(kinds)
+
+    def close(self) -> None:
+        pass
+
+
+def _parquet_parts(path: str) -> list[str]:
+    return sorted(
+        os.path.join(path, n)
+        for n in os.listdir(path)
+        if n.endswith(".parquet") and not n.startswith((".", "_"))
+    )
+
+
+def _arrow_kind(pa: Any, t: Any) -> str:
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    return "str"
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class _Hdf5Backend:
+    def __init__(self, path: str) -> None:
+        self.h5py = _require("h5py", "writing HDF5 result tables")
+        self.path = path
+        self.columns: list[str] | None = None
+        self.keys: list[tuple[str, int]] = []
+        self._kinds: dict[str, str] | None = None
+        self.n = 0
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            self._recover()
+        else:
+            self.h5py.File(path, "w").close()  # fails early when the path cannot be written
+
+    def _recover(self) -> None:
+        try:
+            fh = self.h5py.File(self.path, "a")
+        except OSError as exc:
+            raise InputError(
+                f"result table {self.path} is not a readable HDF5 file: {exc}"
+            ) from exc
+        with fh:
+            if _COLUMNS_ATTR not in fh.attrs:
+                if len(fh.keys()):
+                    raise InputError(
+                        f"result table {self.path} is an HDF5 file not written by ResultWriter"
+                    )
+                return
+            cols = [str(c) for c in fh.attrs[_COLUMNS_ATTR]]
+            n = int(fh.attrs.get(_COMMIT_ATTR, 0))
+            for c in cols:
+                if fh[c].shape[0] != n:  # rows of an uncommitted chunk
+                    fh[c].resize((n,))
+            fh.flush()
+            self.columns = cols
+            self._kinds = {c: _h5_kind(fh[c]) for c in cols}
+            self.n = n
+            src = fh["source"].asstr()[:n]
+            idx = fh["index"][:n]
+            self.keys = list(zip([str(s) for s in src], idx.tolist()))
+
+    def kinds(self) -> dict[str, str] | None:
+        return self._kinds
+
+    def append(
+        self, columns: list[str], data: dict[str, np.ndarray], kinds: dict[str, str]
+    ) -> None:
+        h5py = self.h5py
+        n_new = len(data["index"])
+        with h5py.File(self.path, "a") as fh:
+            if _COLUMNS_ATTR not in fh.attrs:
+                for c in columns:
+                    dtype = {
+                        "str": h5py.string_dtype("utf-8"),
+                        "int": np.int64,
+                        "float": np.float64,
+                        "bool": np.bool_,
+                    }[kinds[c]]
+                    fh.create_dataset(c, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+                fh.attrs[_COMMIT_ATTR] = 0
+                fh.attrs[_COLUMNS_ATTR] = np.array(columns, dtype=h5py.string_dtype("utf-8"))
+                fh.flush()
+            n = int(fh.attrs[_COMMIT_ATTR])
+            for c in columns:
+                ds = fh[c]
+                ds.resize((n + n_new,))
+                ds[n:] = data[c]
+            fh.flush()
+            fh.attrs[_COMMIT_ATTR] = n + n_new  # the commit point: written last
+            fh.flush()
+        self.n = n + n_new
+        self.columns = list(columns)
+        self._kinds = dict(kinds)
+
+    def close(self) -> None:
+        pass
+
+
+def _h5_kind(ds: Any) -> str:
+    k = ds.dtype.kind
+    if k == "b":
+        return "bool"
+    if k in "iu":
+        return "int"
+    if k == "f":
+        return "float"
+    return "str"
+
+
+class ResultWriter:
+    """Append result rows chunk by chunk; resume a killed run without duplicating rows.
+
+    The format follows the extension: ``.csv``; ``.parquet``/``.pq`` (a *directory* of part
+    files ``part-000000.parquet``, ...; needs pyarrow); ``.h5``/``.hdf5`` (one 1-D dataset per
+    column; needs h5py).  Every row is keyed by the required columns ``source`` (str) and
+    ``index`` (int).  Opening an existing table resumes it: :meth:`done_keys` tells which rows
+    are already committed and :meth:`write_chunk` drops rows whose key is already there, so
+    re-running a whole job after a crash writes every row exactly once.
+
+    Commit guarantees
+    -----------------
+    - CSV: each chunk is formatted completely, written with one ``write``, flushed and
+      ``fsync``-ed.  On open, a partial trailing line (a write cut off by a kill) is truncated.
+      A kill in the middle of a large chunk can leave its first complete rows; those rows are
+      then reported by :meth:`done_keys` and skipped when the chunk is written again, so every
+      row still ends up exactly once.
+    - Parquet: each chunk is written to a hidden temporary file, fsync-ed and renamed to its
+      final name with ``os.replace`` (atomic): a chunk is there entirely or not at all.
+      Leftover temporary files are removed on open.
+    - HDF5: the file is opened only while a chunk is written; the datasets are extended and
+      filled first and the attribute ``peakfit_committed_rows`` is updated last.  On open, rows
+      beyond that counter are discarded.  HDF5 itself is not crash-proof: a kill while HDF5
+      metadata is being written can corrupt the file, so prefer CSV or Parquet for long jobs
+      on unreliable machines.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Output table.  Missing parent directories are created.
+    columns : sequence of str, optional
+        Column names in output order (must include ``source`` and ``index``).  Default: the
+        existing table's columns, or the keys of the first chunk in insertion order.
+
+    Raises
+    ------
+    peakfit.errors.InputError
+        Unknown extension, a path that cannot be written (the message names it), columns that
+        differ from an existing table's.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "out.csv")
+    >>> with ResultWriter(p) as w:
+    ...     w.write_chunk({"source": ["a.csv", "a.csv"], "index": [0, 1], "sse": [0.5, 0.25]})
+    2
+    >>> with ResultWriter(p) as w:  # resume: row 1 is already there
+    ...     sorted(w.done_keys()), w.write_chunk(
+    ...         {"source": ["a.csv", "a.csv"], "index": [1, 2], "sse": [0.25, 1.0]})
+    ([('a.csv', 0), ('a.csv', 1)], 1)
+    >>> read_table(p)["index"].tolist()
+    [0, 1, 2]
+    """
+
+    def __init__(self, path: PathLike, columns: Sequence[str] | None = None) -> None:
+        self.path = os.fspath(path)
+        self.format = _table_format(self.path)
+        if columns is not None:
+            columns = [str(c) for c in columns]
+            _check_columns(columns, self.path)
+        try:
+            parent = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(parent, exist_ok=True)
+            if self.format == "csv":
+                self._backend: Any = _CsvBackend(self.path)
+                # make sure we can write before any work is done
+                with open(self.path, "ab"):
+                    pass
+            elif self.format == "parquet":
+                self._backend = _ParquetBackend(self.path)
+            else:
+                self._backend = _Hdf5Backend(self.path)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write result table {self.path}: {exc.strerror or exc}"
+            ) from exc
+        existing = self._backend.columns
+        if existing is not None:
+            if columns is not None and list(columns) != existing:
+                raise InputError(
+                    f"result table {self.path} has columns {existing}; asked for {list(columns)}"
+                )
+            columns = existing
+        self._columns: list[str] | None = list(columns) if columns is not None else None
+        self._kinds: dict[str, str] | None = self._backend.kinds()
+        self._done: set[tuple[str, int]] = set(self._backend.keys)
+        self._closed = False
+
+    @property
+    def columns(self) -> list[str] | None:
+        """Column names in output order (``None`` until known)."""
+        return None if self._columns is None else list(self._columns)
+
+    def done_keys(self) -> set[tuple[str, int]]:
+        """The ``(source, index)`` pairs already committed to the table."""
+        return set(self._done)
+
+    def write_chunk(self, table: Mapping[str, Any]) -> int:
+        """Commit one chunk of rows; rows whose key is already committed are skipped.
+
+        Parameters
+        ----------
+        table : mapping of str to array or list
+            Equal-length 1-D columns; the same column names for every chunk; must contain
+            ``source`` (str) and ``index`` (int).
+
+        Returns
+        -------
+        int
+            Number of rows written (0 if every key was already there).
+
+        Raises
+        ------
+        peakfit.errors.InputError
+            Missing/extra columns, unequal lengths, duplicate keys within the chunk, a column
+            whose type changed, a closed writer.
+        """
+        if self._closed:
+            raise InputError(f"ResultWriter for {self.path} is closed")
+        names = [str(c) for c in table]
+        if self._columns is None:
+            _check_columns(names, self.path)
+            columns = names
+        else:
+            columns = self._columns
+            if set(names) != set(columns):
+                missing = [c for c in columns if c not in names]
+                extra = [c for c in names if c not in columns]
+                raise InputError(
+                    f"chunk columns differ from the table's {columns}: missing {missing}, "
+                    f"extra {extra}"
+                )
+        lengths = {c: len(table[c]) for c in columns}
+        if len(set(lengths.values())) > 1:
+            raise InputError(f"chunk columns have different lengths: {lengths}")
+        for c in columns:
+            if np.ndim(table[c]) != 1:
+                raise InputError(f"column {c!r} must be 1-D; got shape {np.shape(table[c])}")
+        kinds = dict(self._kinds) if self._kinds is not None else {}
+        data: dict[str, np.ndarray] = {}
+        for c in columns:
+            if c == "source":
+                kind = "str"
+            elif c == "index":
+                kind = "int"
+            else:
+                kind = kinds.get(c) or _kind_of(np.asarray(table[c]))
+            if c == "index":
+                idx = np.asarray(table[c])
+                if idx.size and idx.dtype.kind not in "iu":
+                    if idx.dtype.kind != "f" or not np.all(idx == np.round(idx)):
+                        raise InputError(f"column 'index' must hold integers; got {idx.dtype}")
+                    idx = idx.astype(np.int64)
+                data[c] = idx.astype(np.int64)
+            else:
+                data[c] = _coerce(table[c], kind, c)
+            kinds[c] = kind
+        keys = list(zip(data["source"].tolist(), data["index"].tolist()))
+        if len(set(keys)) != len(keys):
+            seen: set[tuple[str, int]] = set()
+            for key in keys:
+                if key in seen:
+                    raise InputError(f"chunk repeats the key (source, index) = {key}")
+                seen.add(key)
+        keep = np.array([k not in self._done for k in keys], dtype=bool)
+        if not keep.all():
+            data = {c: v[keep] for c, v in data.items()}
+            keys = [k for k, kp in zip(keys, keep) if kp]
+        self._columns = columns
+        if not keys:
+            return 0
+        self._kinds = kinds
+        try:
+            self._backend.append(columns, data, kinds)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write result table {self.path}: {exc.strerror or exc}"
+            ) from exc
+        self._done.update(keys)
+        return len(keys)
+
+    def close(self) -> None:
+        """Release the file (every committed chunk is already on disk)."""
+        if not self._closed:
+            self._backend.close()
+            self._closed = True
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_columns(columns: Sequence[str], path: str) -> None:
+    for req in ("source", "index"):
+        if req not in columns:
+            raise InputError(
+                f"result table {path}: the column {req!r} is required; got {list(columns)}"
+            )
+    if len(set(columns)) != len(columns):
+        raise InputError(f"result table {path}: repeated column names in {list(columns)}")
+    for c in columns:
+        if not c or "/" in c or "\n" in c:
+            raise InputError(f"result table {path}: invalid column name {c!r}")
+
+
+def read_table(path: PathLike, *, as_frame: bool = False) -> Any:
+    """Read a result table written by :class:`ResultWriter`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.csv``, ``.parquet``/``.pq`` (a part directory or a single file), ``.h5``/``.hdf5``.
+    as_frame : bool
+        Return a pandas DataFrame instead of a dict (needs pandas).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray, or pandas.DataFrame
+        Columns in table order.  CSV columns are typed by content: all integers -> int64,
+        numbers -> float64 (``nan``/empty -> NaN), ``True``/``False`` -> bool, otherwise str.
+        Floats round-trip exactly (CSV stores ``repr``).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
+    >>> with ResultWriter(p) as w:
+    ...     _ = w.write_chunk({"source": ["f"], "index": [3], "r2": [0.1]})
+    >>> t = read_table(p)
+    >>> t["source"].tolist(), t["index"].tolist(), t["r2"].tolist()
+    (['f'], [3], [0.1])
+    """
+    spath = os.fspath(path)
+    fmt = _table_format(spath)
+    if not os.path.exists(spath):
+        raise MissingFileError(spath)
+    if fmt == "csv":
+        out = _read_csv_table(spath)
+    elif fmt == "parquet":
+        out = _read_parquet_table(spath)
+    else:
+        out = _read_h5_table(spath)
+    if as_frame:
+        pd = _require("pandas", "read_table(..., as_frame=True)")
+        return pd.DataFrame(out)
+    return out
+
+
+def _read_csv_table(path: str) -> dict[str, np.ndarray]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        text = fh.read()
+    if "\n" in text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # ignore a partial trailing line, as the writer does
+    reader = csv.reader(_stdio.StringIO(text))
+    head = next(reader, None)
+    if head is None:
+        return {}
+    cols: list[list[str]] = [[] for _ in head]
+    for row in reader:
+        if len(row) != len(head):
+            raise FileFormatError(
+                f"row has {len(row)} fields, header has {len(head)}", path, reader.line_num
+            )
+        for c, v in zip(cols, row):
+            c.append(v)
+    return {name: _parse_csv_column(name, vals) for name, vals in zip(head, cols)}
+
+
+def _parse_csv_column(name: str, vals: list[str]) -> np.ndarray:
+    if name == "source":
+        return np.array(vals, dtype=str)
+    try:
+        return np.array([int(v) for v in vals], dtype=np.int64)
+    except ValueError:
+        pass
+    if name != "index":
+        try:
+            return np.array([float(v) if v else math.nan for v in vals], dtype=np.float64)
+        except ValueError:
+            pass
+        if all(v in ("True", "False") for v in vals):
+            return np.array([v == "True" for v in vals], dtype=np.bool_)
+    return np.array(vals, dtype=str)
+
+
+def _read_parquet_table(path: str) -> dict[str, np.ndarray]:
+    pa = _require("pyarrow", "reading Parquet result tables")
+    pq = importlib.import_module("pyarrow.parquet")
+    if os.path.isdir(path):
+        parts = _parquet_parts(path)
+        if not parts:
+            return {}
+        table = pa.concat_tables([pq.read_table(p) for p in parts])
+    else:
+        table = pq.read_table(path)
+    out: dict[str, np.ndarray] = {}
+    for field in table.schema:
+        col = table.column(field.name)
+        if _arrow_kind(pa, field.type) == "str":
+            out[field.name] = np.array(col.to_pylist(), dtype=str)
+        else:
+            out[field.name] = col.to_numpy()
+    return out
+
+
+def _read_h5_table(path: str) -> dict[str, np.ndarray]:
+    h5py = _require("h5py", "reading HDF5 result tables")
+    with h5py.File(path, "r") as fh:
+        if _COLUMNS_ATTR not in fh.attrs:
+            return {}
+        n = int(fh.attrs.get(_COMMIT_ATTR, 0))
+        out: dict[str, np.ndarray] = {}
+        for c in (str(c) for c in fh.attrs[_COLUMNS_ATTR]):
+            ds = fh[c]
+            if _h5_kind(ds) == "str":
+                out[c] = np.array(ds.asstr()[:n].tolist(), dtype=str)
+            else:
+                out[c] = ds[:n]
+        return out
