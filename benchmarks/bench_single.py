@@ -88,7 +88,7 @@ def run(args) -> list[dict]:
         bench("scipy curve_fit good p0 (defaults)",
               lambda s: curve_fit(gauss4, x, Y[s], p0=p0s[s])[0][1::3], k)
         try:
-            import lmfit  # noqa: PLC0415
+            import lmfit
 
             mod = sum(
                 (lmfit.models.GaussianModel(prefix=f"g{i}_") for i in range(1, 5)),

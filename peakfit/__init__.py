@@ -11,6 +11,7 @@ Examples
 
 from __future__ import annotations
 
+from .batch import BatchFit, fit_gaussians_batch
 from .errors import FileFormatError, FitWarning, GPUUnavailableError, InputError, PeakfitError
 from .fit import fit_gaussians
 from .models import GaussianModel, gauss_model
@@ -21,6 +22,7 @@ from .start import gaussnstart
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchFit",
     "FileFormatError",
     "FitOptions",
     "FitOutput",
@@ -34,6 +36,7 @@ __all__ = [
     "PeakfitError",
     "__version__",
     "fit_gaussians",
+    "fit_gaussians_batch",
     "fitoptions",
     "gauss_model",
     "gaussnstart",

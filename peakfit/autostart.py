@@ -1,16 +1,1191 @@
-"""Robust default start point (placeholder: MATLAB's gaussnstart until the estimator lands)."""
+"""The robust default start point (``start='auto'``): batched, scale-free, deterministic.
+
+MATLAB's ``gaussnstart`` (:func:`peakfit.start.gaussnstart_batch`) takes the highest point of the
+residual as a peak with a deliberately narrow width; with overlapping peaks, unequal heights and
+noise the fit that follows often ends in a wrong local minimum. :func:`auto_start` instead builds
+a few candidate starts, refines all of them for a few Levenberg-Marquardt steps on a small,
+downsampled copy of the data, repairs the best one where the residual says that a peak is
+missing or misplaced, and returns the refined candidate with the lowest sum of squares. The final
+fit (by the caller) always runs on the raw data, so smoothing and binning cannot bias it.
+
+Algorithm (every step vectorised over spectra; NumPy or CuPy)
+-------------------------------------------------------------
+1. **Normalise**: ``u = (x - x0)/sx`` in ``[-1, 1]`` and ``z = y/max|y|``, so nothing depends
+   on the units, offset or scale of x and y. Non-finite values get zero weight.
+2. **Baseline and polarity**: the baseline is fitted to the outer 10 % of the points
+   (:func:`peakfit.start.baseline_start`) and subtracted; it stays free in the refinements.
+   Data whose dips are larger than their peaks are flipped, fitted as peaks and flipped back.
+   The noise level is estimated from the raw data (each point predicted by the cubic through
+   its four neighbours; median absolute error; uneven spacing allowed).
+3. **Downsample**: the full width at half maximum (FWHM) of the highest feature, in samples,
+   sets the bin size so that it spans about eight bins (at least 100 bins in all); the data are
+   averaged in bins (``downsample=`` sets the factor; ``smooth=`` smooths the data first).
+   Spectra of a batch that need different bin sizes are processed as groups, so every spectrum
+   gets the same start alone or in a batch.
+4. **Candidates** (two per spectrum, computed as rows of one batched pass): *peeling* of the
+   lightly smoothed data: the highest point of the residual gives a height and a centre
+   (refined by a parabola); the width comes from the half-maximum crossing on the side nearer
+   the top (the side less disturbed by a neighbour), ``c = hwhm / sqrt(ln 2)``; that Gaussian is
+   subtracted and the next peak peeled, ``n`` times. The second candidate subtracts Gaussians of
+   half that width (narrow, as MATLAB's estimator does), which leaves more of a blend of
+   overlapping peaks to the next steps.
+5. **Coarse refinement**: damped Gauss-Newton (Levenberg-Marquardt) steps for all candidates of
+   all spectra at once on the binned data, baseline free, heights >= 0, centres near the data;
+   each spectrum stops when its best candidates stop improving (0.1 % per step).
+6. **Repair** of spectra whose best candidate looks wrong: residuals correlated from bin to bin
+   (lag-1 autocorrelation above ``2/sqrt(M)``), a sum of squares above the noise level, the
+   other candidate nearly as good (within a factor 1.5) with different centres, a wasted
+   peak (height within three noise levels of zero, or width at its lower bound), or a weak,
+   narrow peak on the flank of a wide one (a close pair fitted by one term). Variants:
+   each peak in turn moved to the largest residual feature; each peak in turn split in two (the
+   second half taking the slot of the weakest, or of the nearest, other peak); all heights
+   re-fitted by linear least squares. They are refined as in 5 together with the current best,
+   which is replaced only when a variant ends lower; up to three rounds. (Peaks merged into one
+   wide term, or split by noise, are the typical local minima this removes.)
+7. **Trials** (``n_trials``, as O'Haver's ``peakfit.m`` ``NumTrials``): that many random
+   perturbations (seeded) of the best start are refined as in 5; then the best and every trial
+   are refined fully on the raw data and the lowest sum of squares is returned.
+8. **Polish** (without trials, when the coarse stage ran on binned data): up to eight steps on
+   the raw data take the binned optimum to the raw one, so the caller's fit starts converged. The
+   polished start is kept only where a full Gauss-Newton step would gain almost nothing more
+   (decrement below 1e-9 of the sum of squares); in a flat valley (a close, ill-determined
+   pair) the coarse start is returned instead, because a start on the valley floor can stop a
+   ``TolFun`` test after one short step, far from the minimum.
+
+The returned start is the winner in the original units, clipped to the bounds of ``options``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from peakfit.models import GaussianModel
+>>> m = GaussianModel(2)
+>>> x = np.linspace(0.0, 10.0, 400)
+>>> y = m(x, [1.0, 4.0, 0.8, 0.6, 5.2, 0.8])  # two peaks 1.5 c apart: one maximum only
+>>> p = auto_start(m, x, y[None, :])
+>>> np.round(p[0, 1::3], 1).tolist()
+[4.0, 5.2]
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from ._xp import get_xp, to_numpy
+from .errors import InputError
 from .models import GaussianModel
+from .start import baseline_start
 
-__all__ = ["auto_start"]
+__all__ = ["AutoStartInfo", "auto_start", "parse_smooth"]
+
+_SQRT_LN2 = math.sqrt(math.log(2.0))
+#: Bins per full width at half maximum of the largest feature (step 3).
+_BINS_PER_FWHM = 8.0
+#: Fewest bins the coarse stage works on (when the data have more points).
+_MIN_BINS = 100
+#: Elements of the largest work array (rows x parameters x bins) per chunk of spectra.
+_CHUNK_ELEMENTS = 1 << 23
+_MOVING_METHODS = ("moving",)
+#: Repair rounds at most (step 6).
+_REPAIR_ROUNDS = 3
+#: Width factor of the second peeling candidate (narrow, as MATLAB's gaussnstart).
+_NARROW = 0.5
+#: Misfit tests of step 6: residual lag-1 autocorrelation (in units of 1/sqrt(M)) and the
+#: excess of the sum of squares over the noise (in standard deviations of chi^2).
+_RHO_LIMIT = 2.0
+_SSE_SIGMAS = 2.0
+#: Coarse refinement: relative gain per step counted as progress, and the factor over the
+#: best SSE within which a candidate is still worth waiting for.
+_COARSE_TOL = 1e-3
+_KEEP = 2.0
+#: Initial damping of the coarse refinement (relative to the diagonal).
+_LAM0 = 1e-2
+#: Another candidate within this factor of the best SSE, elsewhere, makes a spectrum ambiguous.
+_AMBIGUOUS = 1.5
+#: Steps every repair variant gets before the early stop may cut it off.
+_REPAIR_MIN_ITER = 6
+#: A peak is supported when dropping it raises the SSE by this many noise variances.
+_SUPPORT_CHI2 = 50.0
+#: From this many points on, the noise is estimated on the index (cheaper; see _noise).
+_NOISE_INDEX_M = 500
+#: Most steps on the raw data after a coarse stage on binned data, and the Gauss-Newton
+#: decrement (relative to the SSE) below which their result is kept.
+_POLISH = 8
+_POLISH_TOL = 1e-9
 
 
-def auto_start(model: GaussianModel, x: Any, Y: Any, **kwargs: Any) -> Any:
-    """Start points ``(k, P)`` for sorted data; currently MATLAB's estimator."""
-    from .start import estimate_start  # noqa: PLC0415
+@dataclass
+class AutoStartInfo:
+    """Diagnostics of :func:`auto_start` (returned with ``return_info=True``).
 
-    return estimate_start(model, x, Y, "matlab")
+    Attributes
+    ----------
+    sse : array (k,)
+        Sum of squares of the chosen start on the normalised, binned data
+        (``y / max|y|``, bin means).
+    noise : array (k,)
+        Estimated noise standard deviation of the normalised raw data.
+    n_supported : array of int (k,)
+        Number of peaks the data support: peaks of the chosen start are dropped one at a time,
+        least important first (the others' heights re-fitted), while dropping one raises the
+        sum of squares by less than ``_SUPPORT_CHI2`` noise variances (and a relative 1e-9 of
+        the signal, for noise-free data). Less than ``n`` means that the data hold fewer
+        distinct peaks than asked for (e.g. two terms on one peak, or a term on noise).
+    downsample : ndarray of int (k,)
+        Bin size used for the coarse stage of each spectrum (host array).
+    """
+
+    sse: Any
+    noise: Any
+    n_supported: Any
+    downsample: np.ndarray
+
+
+# ---------------------------------------------------------------------------- options
+def parse_smooth(smooth: Any) -> tuple[str, float] | None:
+    """Normalise the ``smooth=`` option to ``(method, span)`` or None.
+
+    Accepts None/False/0/1 (no smoothing), True (5-point moving average), a span (``int`` or
+    ``float`` as MATLAB's ``smooth``: a number of points, or a fraction of the points when below
+    1), a method name of :func:`peakfit.signal.smooth` (span 5), a tuple ``(method, span)`` or
+    a dict ``{'method': ..., 'span': ...}``.
+
+    Examples
+    --------
+    >>> parse_smooth(9), parse_smooth(("sgolay", 11)), parse_smooth({"span": 0.05})
+    (('moving', 9.0), ('sgolay', 11.0), ('moving', 0.05))
+    >>> parse_smooth(None) is None
+    True
+    """
+    if smooth is None or smooth is False or (
+        not isinstance(smooth, (str, dict, tuple, list)) and smooth == 0
+    ):
+        return None
+    from .signal import _SMOOTH_METHODS
+    method, span = "moving", 5.0
+    if isinstance(smooth, bool):
+        return ("moving", 5.0)
+    if isinstance(smooth, str):
+        method = smooth
+    elif isinstance(smooth, dict):
+        unknown = set(smooth) - {"method", "span"}
+        if unknown:
+            raise InputError(f"smooth dict accepts 'method' and 'span', got {sorted(unknown)}")
+        method = smooth.get("method", "moving")
+        span = smooth.get("span", 5.0)
+    elif isinstance(smooth, (tuple, list)):
+        if len(smooth) != 2:
+            raise InputError(f"smooth tuple must be (method, span), got {smooth!r}")
+        method, span = smooth
+    else:
+        span = smooth
+    if not isinstance(method, str) or method.lower() not in _SMOOTH_METHODS:
+        raise InputError(f"unknown smoothing method {method!r}: choose from {_SMOOTH_METHODS}")
+    try:
+        span = float(span)
+    except (TypeError, ValueError):
+        raise InputError(f"smoothing span must be a number, got {span!r}") from None
+    if not (span > 0 and math.isfinite(span)):
+        raise InputError(f"smoothing span must be positive, got {span!r}")
+    if span == 1.0:
+        return None
+    return method.lower(), span
+
+
+def _parse_downsample(downsample: Any) -> int | None:
+    if downsample is None or downsample is False:
+        return None
+    if isinstance(downsample, bool) or not isinstance(downsample, (int, np.integer)):
+        if isinstance(downsample, float) and downsample.is_integer():
+            downsample = int(downsample)
+        else:
+            raise InputError(f"downsample must be a positive integer factor, got {downsample!r}")
+    if downsample < 1:
+        raise InputError(f"downsample must be a positive integer factor, got {downsample!r}")
+    return int(downsample)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _moving(xp: Any, Y: Any, width: int) -> Any:
+    """Row-wise moving average with MATLAB's shrinking symmetric end windows (odd ``width``)."""
+    k, m = Y.shape
+    w = int(min(width, m))
+    w = max(1, w - 1 + w % 2)
+    if w <= 1:
+        return Y
+    h = (w - 1) // 2
+    i = np.arange(m)
+    hh = np.minimum(h, np.minimum(i, m - 1 - i))
+    lo = xp.asarray(i - hh)
+    hi = xp.asarray(i + hh + 1)
+    cs = xp.concatenate([xp.zeros((k, 1), dtype=Y.dtype), xp.cumsum(Y, axis=1)], axis=1)
+    return (cs[:, hi] - cs[:, lo]) / xp.asarray(2 * hh + 1, dtype=Y.dtype)
+
+
+def _user_smooth(xp: Any, x: Any, Z: Any, spec: tuple[str, float]) -> Any:
+    """Apply ``smooth=`` to the rows of Z (vectorised for 'moving', per row otherwise)."""
+    method, span = spec
+    m = Z.shape[1]
+    if span < 1:
+        span = math.ceil(span * m)
+    if method in _MOVING_METHODS:
+        return _moving(xp, Z, int(span))
+    from .signal import smooth as smooth1d
+
+    Zh = to_numpy(Z)
+    Xh = to_numpy(x)
+    out = np.empty_like(Zh)
+    for r in range(Zh.shape[0]):  # per-spectrum fallback for the non-vectorised methods
+        xr = Xh if Xh.ndim == 1 else Xh[r]
+        out[r] = smooth1d(Zh[r], span, method, x=xr)
+    return xp.asarray(out)
+
+
+def _noise(xp: Any, U: Any, S: Any) -> Any:
+    """Noise standard deviation of each row of S (k, m) at abscissae U ((m,) or (k, m)).
+
+    Every interior point is predicted from its two neighbours on each side by the cubic through
+    them (Lagrange weights, so uneven spacing is handled; cubics are predicted exactly); the
+    prediction errors, divided by their noise factor ``sqrt(1 + sum w^2)``, have the noise's
+    standard deviation, estimated robustly as ``median|e| / 0.6745``. For evenly spaced x, and
+    for ``m >= _NOISE_INDEX_M`` points (where peaks span many samples and spacing matters
+    little), this is the fourth difference in the index, ``/ sqrt(70)``.
+    """
+    k, m = S.shape
+    if m < 8:
+        return xp.zeros(k)
+    h = (m - 4) // 2
+    uniform = m >= _NOISE_INDEX_M
+    if not uniform:
+        d2 = U[..., 2:] - 2.0 * U[..., 1:-1] + U[..., :-2]
+        uniform = float(to_numpy(xp.abs(d2).max()).item()) <= 2e-4 / (m - 1)
+    if uniform:  # the fourth difference in the index
+        e = xp.abs(S[:, 4:] - 4.0 * (S[:, 3:-1] + S[:, 1:-3]) + 6.0 * S[:, 2:-2] + S[:, :-4])
+        return xp.partition(e, h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
+    X = U if U.ndim == 2 else U[None, :]
+    xi = X[:, 2:-2]
+    nb = [X[:, 0:-4], X[:, 1:-3], X[:, 3:-1], X[:, 4:]]
+    ys = [S[:, 0:-4], S[:, 1:-3], S[:, 3:-1], S[:, 4:]]
+    pred = 0.0
+    w2 = 1.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for j in range(4):
+            w = 1.0
+            for i in range(4):
+                if i != j:
+                    den = nb[j] - nb[i]
+                    w = w * (xi - nb[i]) / xp.where(den != 0, den, xp.nan)
+            pred = pred + w * ys[j]
+            w2 = w2 + w * w
+        e = xp.abs(S[:, 2:-2] - pred) / xp.sqrt(w2)
+    e = xp.where(xp.isfinite(e), e, xp.inf)
+    out = xp.partition(e, h, axis=1)[:, h] / 0.6745
+    if not bool(xp.isfinite(out).all()):  # repeated abscissae: fall back to the index
+        e4 = xp.abs(S[:, 4:] - 4.0 * (S[:, 3:-1] + S[:, 1:-3]) + 6.0 * S[:, 2:-2] + S[:, :-4])
+        alt = xp.partition(e4, h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
+        out = xp.where(xp.isfinite(out), out, alt)
+    return out
+
+
+def _pilot_fwhm(xp: Any, S: Any) -> Any:
+    """Full width at half maximum of the highest feature of each row of S (k, m), in samples
+    (twice the distance from the top to the nearer half-maximum crossing)."""
+    k, m = S.shape
+    Ss = _moving(xp, S, 5)
+    kk = xp.argmax(Ss, axis=1)
+    half = 0.5 * Ss[xp.arange(k), kk]
+    idx = xp.arange(m)[None, :]
+    below = Ss < half[:, None]
+    left = xp.where(below & (idx < kk[:, None]), idx, -m).max(axis=1)
+    right = xp.where(below & (idx > kk[:, None]), idx, 2 * m).min(axis=1)
+    return xp.minimum(kk - left, right - kk) * 2
+
+
+def _bin_edges(m: int, q: int) -> np.ndarray:
+    M = max(1, math.ceil(m / q))
+    return np.floor(np.arange(M + 1) * (m / M)).astype(np.int64)
+
+
+def _bin_rows(xp: Any, A: Any, edges: Any) -> Any:
+    """Sums of A (k, m) over the bins [edges[j], edges[j+1])."""
+    k = A.shape[0]
+    cs = xp.concatenate([xp.zeros((k, 1), dtype=A.dtype), xp.cumsum(A, axis=1)], axis=1)
+    return cs[:, edges[1:]] - cs[:, edges[:-1]]
+
+
+def _rows(X: Any, k: int) -> Any:
+    return X if X.ndim == 2 else X[None, :]
+
+
+def _gauss_sum(xp: Any, U: Any, a: Any, b: Any, c: Any) -> Any:
+    """sum_i a_i exp(-((u-b_i)/c_i)^2) for a, b, c of shape (k, j) and U (M,) or (k, M)."""
+    UU = U[None, None, :] if U.ndim == 1 else U[:, None, :]
+    t = (UU - b[:, :, None]) / c[:, :, None]
+    return (a[:, :, None] * xp.exp(-t * t)).sum(axis=1)
+
+
+def _take(xp: Any, A: Any, idx: Any) -> Any:
+    """``A[i, idx[i]]`` for each row i (A (k, M) or shared (M,))."""
+    if A.ndim == 1:
+        return A[idx]
+    return A[xp.arange(A.shape[0]), idx]
+
+
+def _feature(xp: Any, R: Any, U: Any, du: Any) -> tuple[Any, Any, Any]:
+    """Height, centre and c of the highest feature of each row of R (k, M).
+
+    The centre is refined by a parabola through the three highest samples; c comes from the
+    half-maximum crossing nearer to the top (linear interpolation), ``c = hw / sqrt(ln 2)``.
+    """
+    k, M = R.shape
+    rows = xp.arange(k)
+    kk = xp.argmax(R, axis=1)
+    a = R[rows, kk]
+    km = xp.maximum(kk - 1, 0)
+    kp = xp.minimum(kk + 1, M - 1)
+    rm, rp = R[rows, km], R[rows, kp]
+    den = rm - 2.0 * a + rp
+    neg = den < 0
+    d = xp.where(neg, 0.5 * (rm - rp) / xp.where(neg, den, -1.0), 0.0)
+    d = xp.minimum(xp.maximum(d, -0.5), 0.5)
+    u0 = _take(xp, U, kk)
+    b = u0 + xp.where(d >= 0, d * (_take(xp, U, kp) - u0), d * (u0 - _take(xp, U, km)))
+    half = 0.5 * a
+    idx = xp.arange(M)[None, :]
+    below = R < half[:, None]
+    kc = kk[:, None]
+    left = xp.where(below & (idx < kc), idx, -M).max(axis=1)
+    right = xp.where(below & (idx > kc), idx, 2 * M).min(axis=1)
+    # interpolate the crossing on the side nearer to the top: between j0 and j0 + 1
+    use_l = (kk - left) <= (right - kk)
+    j0 = xp.minimum(xp.maximum(xp.where(use_l, left, right - 1), 0), max(M - 2, 0))
+    j1 = xp.minimum(j0 + 1, M - 1)
+    y0, y1 = R[rows, j0], R[rows, j1]
+    f = (half - y0) / xp.where(y1 != y0, y1 - y0, 1.0)
+    f = xp.minimum(xp.maximum(f, 0.0), 1.0)
+    x0 = _take(xp, U, j0)
+    xc = x0 + f * (_take(xp, U, j1) - x0)
+    hw = xp.where(use_l, b - xc, xc - b)
+    hw = xp.where((left < 0) & (right >= M), 0.5, hw)
+    c = xp.maximum(hw / _SQRT_LN2, 0.5 * du)
+    return a, b, c
+
+
+def _refit_heights(xp: Any, U: Any, S: Any, b: Any, c: Any, sw: Any, floor: Any) -> Any:
+    """Least-squares heights for fixed centres and widths (k, j), clipped at ``floor``."""
+    UU = U[None, None, :] if U.ndim == 1 else U[:, None, :]
+    t = (UU - b[:, :, None]) / c[:, :, None]
+    E = xp.exp(-t * t)
+    if sw is not None:
+        E = E * sw[:, None, :]
+        S = S * sw
+    G = E @ E.transpose(0, 2, 1)
+    j = G.shape[1]
+    dg = xp.diagonal(G, axis1=1, axis2=2)
+    G = G + (1e-9 * dg.max(axis=1) + 1e-300)[:, None, None] * xp.eye(j)
+    h = (E @ S[:, :, None])[:, :, 0]
+    a = _safe_solve(xp, G, h)
+    a = xp.where(xp.isfinite(a), a, floor)
+    return xp.maximum(a, floor)
+
+
+def _safe_solve(xp: Any, A: Any, g: Any) -> Any:
+    try:
+        return xp.linalg.solve(A, g[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        out = xp.full(g.shape, xp.nan)
+        for i in range(A.shape[0]):
+            try:
+                out[i] = xp.linalg.solve(A[i], g[i])
+            except np.linalg.LinAlgError:
+                pass
+        return out
+
+
+def _pack(xp: Any, a: Any, b: Any, c: Any, q: Any) -> Any:
+    k, n = a.shape
+    p = xp.empty((k, 3 * n + q.shape[1]), dtype=a.dtype)
+    p[:, 0 : 3 * n : 3] = a
+    p[:, 1 : 3 * n : 3] = b
+    p[:, 2 : 3 * n : 3] = c
+    p[:, 3 * n :] = q
+    return p
+
+
+# ---------------------------------------------------------------------------- coarse solver
+def _model_jac(model: GaussianModel, U: Any, p: Any) -> tuple[Any, Any]:
+    """Values (R, M) and transposed Jacobian (R, P, M) of ``model`` at rows p (R, P).
+
+    The same numbers as :meth:`GaussianModel.evaluate` (a test checks it), computed with fewer
+    array operations for the small arrays of the coarse stage (c is kept positive there).
+    """
+    xp = get_xp(U, p)
+    n = model.n
+    R = p.shape[0]
+    a = p[:, 0 : 3 * n : 3, None]
+    ic = 1.0 / p[:, 2 : 3 * n : 3, None]
+    UU = U if U.ndim == 1 else U[:, None, :]
+    t = (UU - p[:, 1 : 3 * n : 3, None]) * ic
+    E = xp.exp(-t * t)
+    aE = a * E
+    g1 = (2.0 * ic) * aE * t
+    f = aE.sum(axis=1)
+    Jt = xp.stack([E, g1, g1 * t], axis=2).reshape(R, 3 * n, -1)
+    bl = model.baseline
+    if bl == "none":
+        return f, Jt
+    M = f.shape[1]
+    U2 = xp.broadcast_to(U if U.ndim == 2 else U[None, :], (R, M))
+    q = p[:, 3 * n :]
+    if bl == "exponential":
+        ex = xp.exp(-q[:, 1:2] * U2)
+        f = f + q[:, 0:1] * ex
+        Jb = [ex, -q[:, 0:1] * U2 * ex]
+    else:
+        deg = len(model.baseline_names) - 1
+        cols = [xp.ones((R, M))]
+        for _ in range(deg):
+            cols.append(cols[-1] * U2)
+        for j, col in enumerate(cols):
+            f = f + q[:, j : j + 1] * col
+        Jb = cols
+    return f, xp.concatenate([Jt, xp.stack(Jb, axis=1)], axis=1)
+
+
+def _normal_equations(
+    model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any
+) -> tuple[Any, Any, Any]:
+    """Sum of squares (R,), ``A = J^T J`` (R, P, P) and ``g = J^T r`` (R, P) at rows p."""
+    f, Jt = _model_jac(model, U, p)
+    r = Z - f
+    if sw is not None:
+        r = r * sw
+        Jt = Jt * sw[:, None, :]
+    A = Jt @ Jt.transpose(0, 2, 1)
+    g = (Jt @ r[:, :, None])[:, :, 0]
+    return (r * r).sum(axis=1), A, g
+
+
+def _coarse_lm(
+    model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, lo: Any, hi: Any, iters: int,
+    C: int = 1, min_iter: int = 3,
+) -> tuple[Any, Any]:
+    """A lean batched Levenberg-Marquardt: Marquardt damping, projection onto the box.
+
+    U (M,) or (R, M); Z (R, M); sw None or (R, M); p (R, P) with R = k*C rows, the C candidates
+    of each spectrum consecutive. After ``min_iter`` steps it stops once, in every spectrum, the
+    best candidate and every candidate within a factor ``_KEEP`` of it gain less than
+    ``_COARSE_TOL`` per step. Returns (p, sse).
+    """
+    xp = get_xp(Z, p)
+    R, P = p.shape
+    eye = xp.eye(P)
+    p = xp.minimum(xp.maximum(p, lo), hi)
+    sse, A, g = _normal_equations(model, U, Z, sw, p)
+    sse = xp.where(sse == sse, sse, xp.inf)
+    lam = xp.full(R, _LAM0)
+    live = None  # rows still iterating (None: all); a spectrum stops as a whole
+    for it in range(iters):
+        d = xp.diagonal(A, axis1=1, axis2=2)
+        delta = _safe_solve(xp, A + (lam[:, None] * d + 1e-300)[:, :, None] * eye, g)
+        pt = xp.minimum(xp.maximum(p + delta, lo), hi)
+        st, At, gt = _normal_equations(model, U, Z, sw, pt)
+        acc = st < sse  # False for NaN
+        if live is not None:
+            acc = acc & live
+        p = xp.where(acc[:, None], pt, p)
+        A = xp.where(acc[:, None, None], At, A)
+        g = xp.where(acc[:, None], gt, g)
+        gain = sse - st
+        sse = xp.where(acc, st, sse)
+        fac = xp.where(acc, 0.3, 10.0)
+        if live is not None:
+            fac = xp.where(live, fac, 1.0)
+        lam = xp.minimum(xp.maximum(lam * fac, 1e-7), 1e7)
+        if it + 1 >= min_iter:
+            busy = xp.where(acc, gain > _COARSE_TOL * st, lam < 1e4).reshape(-1, C)
+            s2 = sse.reshape(-1, C)
+            going = (busy & (s2 <= _KEEP * s2.min(axis=1, keepdims=True))).any(axis=1)
+            if live is not None:
+                going = going & live.reshape(-1, C)[:, 0]
+            if not bool(going.any()):
+                break
+            live = xp.repeat(going, C)
+    return p, sse
+
+
+def _polish(
+    model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, lo: Any, hi: Any, iters: int,
+    tol: float,
+) -> tuple[Any, Any]:
+    """Levenberg-Marquardt steps until the Gauss-Newton decrement ``g.A^-1.g`` (the reduction
+    a full Gauss-Newton step still promises: small only at a minimum, also in a flat valley)
+    is at most ``tol`` times the sum of squares. Only the rows still short of that are
+    computed. Returns (p, converged (R,))."""
+    xp = get_xp(Z, p)
+    R, P = p.shape
+    eye = xp.eye(P)
+    p = xp.minimum(xp.maximum(p, lo), hi)
+    done = xp.zeros(R, dtype=bool)
+    idx = xp.arange(R)
+    pa, loa, hia = p, lo, hi
+    Ua, Za, swa = U, Z, sw
+    sse, A, g = _normal_equations(model, Ua, Za, swa, pa)
+    lam = xp.full(R, _LAM0)
+    for it in range(iters + 1):
+        d = xp.diagonal(A, axis1=1, axis2=2)
+        ridge = (1e-12 * d.max(axis=1) + 1e-300)[:, None, None] * eye
+        gn = _safe_solve(xp, A + ridge, g)
+        ok = (gn * g).sum(axis=1) <= tol * sse  # False for NaN
+        if bool(ok.all()):
+            p[idx] = pa
+            done[idx] = True
+            break
+        if bool(ok.any()):
+            p[idx[ok]] = pa[ok]
+            done[idx[ok]] = True
+            keep = ~ok
+            idx, pa, loa, hia = idx[keep], pa[keep], loa[keep], hia[keep]
+            sse, A, g, lam, d = sse[keep], A[keep], g[keep], lam[keep], d[keep]
+            Za = Za[keep]
+            Ua = Ua if Ua.ndim == 1 else Ua[keep]
+            swa = None if swa is None else swa[keep]
+        if it == iters or idx.size == 0:
+            break
+        delta = _safe_solve(xp, A + (lam[:, None] * d + 1e-300)[:, :, None] * eye, g)
+        pt = xp.minimum(xp.maximum(pa + delta, loa), hia)
+        st, At, gt = _normal_equations(model, Ua, Za, swa, pt)
+        acc = st < sse
+        pa = xp.where(acc[:, None], pt, pa)
+        A = xp.where(acc[:, None, None], At, A)
+        g = xp.where(acc[:, None], gt, g)
+        sse = xp.where(acc, st, sse)
+        lam = xp.minimum(xp.maximum(lam * xp.where(acc, 0.3, 10.0), 1e-7), 1e7)
+    return p, done
+
+
+# ---------------------------------------------------------------------------- the estimator
+def auto_start(
+    model: GaussianModel,
+    x: Any,
+    Y: Any,
+    *,
+    smooth: Any = None,
+    downsample: Any = None,
+    n_trials: int | None = None,
+    options: Any = None,
+    seed: int = 0,
+    return_info: bool = False,
+    coarse_iter: int = 12,
+    chunk_size: int | None = None,
+    polish: bool = True,
+) -> Any:
+    """Robust start points for a batch of spectra (the ``start='auto'`` estimator).
+
+    Parameters
+    ----------
+    model : GaussianModel
+        Number of peaks and baseline.
+    x : array, shape (m,) or (k, m)
+        Abscissae, sorted ascending (shared by all spectra or one row per spectrum), any unit
+        and offset. NumPy or CuPy.
+    Y : array, shape (k, m)
+        Ordinates. Non-finite values are ignored.
+    smooth : span, method, (method, span) or dict, optional
+        Smooth the data before the start stage (see :func:`parse_smooth`); ``'moving'`` runs
+        vectorised, the other methods of :func:`peakfit.signal.smooth` spectrum by spectrum.
+    downsample : int, optional
+        Average the data in bins of this many samples for the start stage. By default the bin
+        size is chosen so that the largest feature spans about eight bins.
+    n_trials : int, optional
+        Number of extra, randomly perturbed starts (seeded by ``seed``); the best candidate and
+        the trials are refined fully on the raw data and the lowest sum of squares is kept.
+    options : FitOptions, optional
+        Fit options; the start is clipped to their ``Lower``/``Upper`` bounds (weights and
+        exclusions are the caller's business: pass only the points to use).
+    seed : int
+        Seed of the ``n_trials`` perturbations (everything else is deterministic). With
+        ``n_trials``, spectra of one call draw from a generator seeded by ``seed`` and their
+        position, so the result depends on ``seed``, ``chunk_size`` and the batch.
+    return_info : bool
+        Also return an :class:`AutoStartInfo` (computing ``n_supported`` costs a little).
+    coarse_iter : int
+        Most steps of each coarse refinement (each spectrum stops earlier when converged).
+    chunk_size : int, optional
+        Spectra per chunk, to bound memory; by default chosen from the problem size. Without
+        ``n_trials`` the result does not depend on it.
+    polish : bool
+        Refine the winner on the raw data (step 8), so that the caller's fit starts converged.
+        Off: the start is the optimum of the binned data (cheaper here, more iterations later).
+
+    Notes
+    -----
+    Without ``n_trials``, each spectrum's start is the same whether it is estimated alone or
+    in a batch (for baselines with edge fitting, to the last bits of a batched least-squares
+    solve). Everything runs on the array module of the input (NumPy or CuPy); only the
+    non-``'moving'`` smoothing methods loop over spectra on the host.
+
+    Returns
+    -------
+    array, shape (k, P)
+        Start points in coefficient order (``a1, b1, c1, ...``, terms by ascending centre, then
+        the baseline), on the array module of the input.
+    AutoStartInfo
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peakfit.models import GaussianModel
+    >>> m = GaussianModel(3, "linear")
+    >>> x = np.linspace(1.0e4, 1.0e4 + 0.5, 600)
+    >>> truth = [2.0, 1.0e4 + 0.15, 0.02, 1.0, 1.0e4 + 0.2, 0.02, 1.5, 1.0e4 + 0.35, 0.03,
+    ...          -200.0, 0.02]
+    >>> y = m(x, truth) + 0.01 * np.random.default_rng(0).standard_normal(x.size)
+    >>> p = auto_start(m, x, y[None, :])
+    >>> np.round(p[0, 1:9:3] - 1.0e4, 2).tolist()
+    [0.15, 0.2, 0.35]
+    """
+    xp = get_xp(x, Y)
+    Y = xp.asarray(Y, dtype=float)
+    x = xp.asarray(x, dtype=float)
+    if Y.ndim == 1:
+        Y = Y[None, :]
+    if Y.ndim != 2:
+        raise InputError(f"Y must have shape (k, m), got {Y.shape}")
+    k, m = Y.shape
+    if x.shape not in ((m,), (k, m)):
+        raise InputError(f"x must have shape ({m},) or ({k}, {m}), got {x.shape}")
+    spec = parse_smooth(smooth)
+    q_user = _parse_downsample(downsample)
+    trials = 0 if n_trials is None else int(n_trials)
+    if trials < 0:
+        raise InputError(f"n_trials must be a non-negative integer, got {n_trials!r}")
+    if int(coarse_iter) < 0:
+        raise InputError(f"coarse_iter must be >= 0, got {coarse_iter!r}")
+    P = model.n_params
+    if k == 0:
+        out = xp.zeros((0, P))
+        info0 = AutoStartInfo(out[:, 0], out[:, 0], out[:, 0].astype(int), np.zeros(0, int))
+        return (out, info0) if return_info else out
+    if chunk_size is None:
+        per = (2 * model.n + 2 + trials) * P * max(min(m, 512), 1) + 8 * m
+        chunk_size = max(1, _CHUNK_ELEMENTS // per)
+    parts = []
+    infos = []
+    for s0 in range(0, k, int(chunk_size)):
+        s1 = min(k, s0 + int(chunk_size))
+        xc = x if x.ndim == 1 else x[s0:s1]
+        p, info = _estimate(
+            model, xc, Y[s0:s1], spec, q_user, trials, int(seed) + s0, int(coarse_iter),
+            return_info, polish,
+        )
+        parts.append(p)
+        infos.append(info)
+    p = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
+    if options is not None:
+        lo, hi = options.bounds(model)
+        p = xp.minimum(xp.maximum(p, xp.asarray(lo)), xp.asarray(hi))
+    if not return_info:
+        return p
+    if len(infos) == 1:
+        return p, infos[0]
+    return p, AutoStartInfo(
+        sse=xp.concatenate([i.sse for i in infos]),
+        noise=xp.concatenate([i.noise for i in infos]),
+        n_supported=xp.concatenate([i.n_supported for i in infos]),
+        downsample=np.concatenate([i.downsample for i in infos]),
+    )
+
+
+@dataclass
+class _Prep:
+    """Normalised data of a set of spectra (step 1-2), rows selectable with :meth:`take`."""
+
+    U: Any  # (m,) shared or (k, m): x normalised to [-1, 1]
+    Z: Any  # (k, m): y / max|y|, times the polarity sign
+    S: Any  # (k, m): Z less the edge-fitted baseline (0 where invalid)
+    W: Any  # None or (k, m) 0/1 validity
+    q0: Any  # (k, nb) baseline start, normalised and signed
+    sign: Any  # (k,)
+    x0: Any  # (1, 1) shared or (k, 1)
+    sx: Any
+    sy: Any  # (k, 1)
+    noise: Any  # (k,)
+
+    def take(self, rows: Any) -> _Prep:
+        def t(a: Any, shared: bool) -> Any:
+            return a if (a is None or shared) else a[rows]
+
+        shared = self.U.ndim == 1
+        return _Prep(
+            U=t(self.U, shared), Z=self.Z[rows], S=self.S[rows], W=t(self.W, False),
+            q0=self.q0[rows], sign=self.sign[rows], x0=t(self.x0, self.x0.shape[0] == 1),
+            sx=t(self.sx, self.sx.shape[0] == 1), sy=self.sy[rows], noise=self.noise[rows],
+        )
+
+
+def _prepare(model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None) -> _Prep:
+    """Steps 1-2: validity, normalisation, baseline, polarity, user smoothing, noise."""
+    xp = get_xp(x, Y)
+    k = Y.shape[0]
+    n = model.n
+    nb = len(model.baseline_names)
+    xfin = xp.isfinite(x)
+    finite = xp.isfinite(Y) & (xfin if x.ndim == 2 else xfin[None, :])
+    all_finite = bool(finite.all())
+    X = x if bool(xfin.all()) else xp.where(xfin, x, 0.0)
+    Xr = _rows(X, k)
+    if all_finite:
+        xmin, xmax = Xr[:, :1], Xr[:, -1:]
+    else:
+        xmin = xp.where(finite, Xr, xp.inf).min(axis=1, keepdims=True)
+        xmax = xp.where(finite, Xr, -xp.inf).max(axis=1, keepdims=True)
+    good_x = xp.isfinite(xmin) & xp.isfinite(xmax)
+    xmin = xp.where(good_x, xmin, 0.0)
+    xmax = xp.where(good_x, xmax, 1.0)
+    x0 = 0.5 * (xmin + xmax)
+    sx = 0.5 * (xmax - xmin)
+    sx = xp.where(sx > 0, sx, xp.where(xp.abs(x0) > 0, xp.abs(x0), 1.0))
+    if x.ndim == 1:  # shared abscissae: U stays shared
+        x0 = x0[:1]
+        sx = sx[:1]
+        U = (X - x0[0, 0]) / sx[0, 0]
+    else:
+        U = (X - x0) / sx
+    Yf = xp.where(finite, Y, 0.0)
+    sy = xp.abs(Yf).max(axis=1, keepdims=True)
+    sy = xp.where((sy > 0) & xp.isfinite(sy), sy, 1.0)
+    Z = Yf / sy
+    W = None if all_finite else finite.astype(Z.dtype)
+    if nb:
+        q0 = baseline_start(model, U, Z)
+        q0 = xp.where(xp.isfinite(q0), q0, 0.0)
+        S = Z - model.evaluate(U, xp.concatenate([xp.zeros((k, 3 * n)), q0], axis=1))
+    else:
+        q0 = xp.zeros((k, 0))
+        S = Z
+    if W is not None:
+        S = S * W
+    sign = xp.where(S.max(axis=1) >= -S.min(axis=1), 1.0, -1.0)
+    Z = Z * sign[:, None]
+    S = S * sign[:, None]
+    q0 = q0 * _baseline_sign(model, sign)
+    if spec is not None:
+        Z = _user_smooth(xp, x, Z, spec)
+        S = _user_smooth(xp, x, S, spec)
+    return _Prep(U=U, Z=Z, S=S, W=W, q0=q0, sign=sign, x0=x0, sx=sx, sy=sy,
+                 noise=_noise(xp, U, S))
+
+
+def _bin_factors(xp: Any, S: Any, q_user: int | None) -> np.ndarray:
+    """Per-spectrum bin size (host int array): ``q_user``, or about a tenth of the largest
+    feature's FWHM in samples, rounded down to 1, 2, 3, 4, 6, 8, 12, 16, ... (few groups)."""
+    k, m = S.shape
+    if q_user is not None:
+        return np.full(k, max(1, min(q_user, m)), dtype=np.int64)
+    if m < 2 * _MIN_BINS:
+        return np.ones(k, dtype=np.int64)
+    q = np.asarray(to_numpy(_pilot_fwhm(xp, S))) // int(_BINS_PER_FWHM)
+    q = np.clip(q, 1, max(1, m // _MIN_BINS))
+    p2 = 2 ** np.floor(np.log2(q))
+    return np.where(q >= 1.5 * p2, 1.5 * p2, p2).astype(np.int64)
+
+
+def _estimate(
+    model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None, q_user: int | None,
+    trials: int, seed: int, iters: int, want_info: bool = False, polish: bool = True,
+) -> tuple[Any, AutoStartInfo | None]:
+    """Steps 1-8 for a chunk of spectra; spectra with different bin sizes run as groups."""
+    xp = get_xp(x, Y)
+    k = Y.shape[0]
+    prep = _prepare(model, x, Y, spec)
+    qs = _bin_factors(xp, prep.S, q_user)
+    groups = np.unique(qs)
+    if groups.size == 1:
+        return _solve_group(model, prep, int(groups[0]), trials, seed, iters, want_info, polish)
+    p = xp.empty((k, model.n_params))
+    info = None
+    if want_info:
+        info = AutoStartInfo(sse=xp.empty(k), noise=prep.noise,
+                             n_supported=xp.empty(k, dtype=xp.int64), downsample=qs)
+    for q in groups:
+        rows_h = np.flatnonzero(qs == q)
+        rows = xp.asarray(rows_h)
+        pg, ig = _solve_group(model, prep.take(rows), int(q), trials, seed + int(rows_h[0]),
+                              iters, want_info, polish)
+        p[rows] = pg
+        if info is not None and ig is not None:
+            info.sse[rows] = ig.sse
+            info.n_supported[rows] = ig.n_supported
+    return p, info
+
+
+def _solve_group(
+    model: GaussianModel, prep: _Prep, q: int, trials: int, seed: int, iters: int,
+    want_info: bool, polish: bool = True,
+) -> tuple[Any, AutoStartInfo | None]:
+    """Steps 3-8 for spectra sharing the bin size q."""
+    xp = get_xp(prep.Z)
+    U, Z, S, W, q0 = prep.U, prep.Z, prep.S, prep.W, prep.q0
+    k, m = Z.shape
+    n = model.n
+    nb = len(model.baseline_names)
+    P = model.n_params
+
+    # ---- 3. downsampling
+    if q > 1:
+        edges = xp.asarray(_bin_edges(m, q))
+        if W is None:
+            cnt = xp.asarray(np.diff(_bin_edges(m, q)).astype(float))
+            Zb = _bin_rows(xp, Z, edges) / cnt
+            Ub = _bin_rows(xp, U if U.ndim == 2 else U[None, :], edges) / cnt
+            Ub = Ub if U.ndim == 2 else Ub[0]
+            sw = None
+        else:
+            cnt = _bin_rows(xp, W, edges)
+            cnt_safe = xp.where(cnt > 0, cnt, 1.0)
+            Zb = _bin_rows(xp, Z * W, edges) / cnt_safe
+            Uall = xp.broadcast_to(_rows(U, k), (k, m))
+            Ub_all = _bin_rows(xp, Uall, edges) / xp.asarray(np.diff(_bin_edges(m, q)) * 1.0)
+            Ub = xp.where(cnt > 0, _bin_rows(xp, Uall * W, edges) / cnt_safe, Ub_all)
+            sw = xp.sqrt(cnt / q)
+        if nb:
+            Sb = Zb - model.evaluate(Ub, xp.concatenate([xp.zeros((k, 3 * n)), q0], axis=1))
+        else:
+            Sb = Zb
+        if sw is not None:
+            Sb = Sb * (sw > 0)
+    else:
+        Zb, Sb, Ub, sw = Z, S, U, W
+    M = Zb.shape[1]
+    noise_b = prep.noise / math.sqrt(q)
+    # bin width in u, per spectrum
+    span_u = _rows(Ub, k)[:, -1] - _rows(Ub, k)[:, 0]
+    du = xp.broadcast_to(xp.where(span_u > 0, span_u / max(M - 1, 1), 2.0 / max(M, 1)), (k,))
+
+    # ---- 4. candidates: peeling with the measured widths and with narrowed widths, as two
+    # rows of one batched pass
+    floor = xp.maximum(noise_b, 1e-6)
+    Ssm = _moving(xp, Sb, 3) if M >= 6 else Sb
+    two = xp.concatenate([Ssm, Ssm], axis=0)
+    U2 = Ub if Ub.ndim == 1 else xp.concatenate([Ub, Ub], axis=0)
+    wfac = xp.concatenate([xp.ones(k), xp.full(k, _NARROW)])
+    pa, pb, pc = _peel(
+        xp, two, U2, xp.concatenate([du, du]), n, xp.concatenate([floor, floor]), wfac
+    )
+    C = 2
+    cands = _pack(xp, pa, pb, pc * wfac[:, None], xp.concatenate([q0, q0], axis=0))
+    # rows (candidate, spectrum) -> (spectrum, candidate)
+    cands = cands.reshape(C, k, P).transpose(1, 0, 2).reshape(k, C, P)
+
+    # ---- 5. coarse refinement of all candidates at once
+    lo, hi = _box(xp, model, du)
+    p_all = cands.reshape(k * C, P)
+    p_all, s_all = _refine(model, Ub, Zb, sw, p_all, lo, hi, iters, C)
+    best, sse = _pick(xp, p_all.reshape(k, C, P), s_all.reshape(k, C))
+
+    # ---- 6. repair where the residual shows structure or exceeds the noise
+    todo = (
+        _misfit(xp, model, Ub, Zb, sw, best, sse, noise_b)
+        | _ambiguous(xp, model, p_all.reshape(k, C, P), s_all.reshape(k, C), best, sse)
+        | _degenerate(xp, model, best, lo, noise_b)
+        | _shoulder(xp, model, best)
+    )
+    for _ in range(_REPAIR_ROUNDS):
+        rows = xp.flatnonzero(todo)
+        if int(rows.size) == 0:
+            break
+        U_r = Ub if Ub.ndim == 1 else Ub[rows]
+        sw_r = None if sw is None else sw[rows]
+        Z_r = Zb[rows]
+        variants = _repair_candidates(xp, model, U_r, Z_r, sw_r, best[rows], du[rows],
+                                      floor[rows])
+        Cr = variants.shape[1]
+        pv, sv = _refine(model, U_r, Z_r, sw_r, variants.reshape(-1, P), lo[rows], hi[rows],
+                         iters, Cr, _REPAIR_MIN_ITER)
+        j, nb_best, nb_sse = _pick(xp, pv.reshape(-1, Cr, P), sv.reshape(-1, Cr), True)
+        best[rows] = nb_best
+        sse[rows] = nb_sse
+        # another round only where a repair (not the continued best) won and misfit remains
+        again = (j > 0) & _misfit(xp, model, U_r, Z_r, sw_r, nb_best, nb_sse, noise_b[rows])
+        todo = xp.zeros(k, dtype=bool)
+        todo[rows] = again
+
+    # ---- 7. random trials, refined fully on the raw data
+    if trials > 0:
+        best, sse = _trials(model, xp, U, Z, W, Ub, Zb, sw, best, du, lo, hi, iters, trials,
+                            seed)
+    elif polish and q > 1 and _POLISH > 0:
+        # a few steps on the raw data take the binned optimum to the raw one, so that the
+        # caller's fit starts converged; kept only where a Gauss-Newton step promises almost
+        # nothing more (a flat valley would otherwise stop the caller's TolFun test too early)
+        pp, done = _polish(model, U, Z, W, best, lo, hi, _POLISH, _POLISH_TOL)
+        best = xp.where(done[:, None], pp, best)
+
+    info = None
+    if want_info:
+        info = AutoStartInfo(sse=sse, noise=prep.noise, downsample=np.full(k, q),
+                             n_supported=_supported(xp, model, Ub, Zb, sw, best, noise_b))
+    # ---- back to the original units and sign
+    best[:, 0 : 3 * n : 3] *= prep.sign[:, None]
+    best[:, 3 * n :] = best[:, 3 * n :] * _baseline_sign(model, prep.sign)
+    p = model.unscale(best, prep.x0, prep.sx, prep.sy)
+    p = xp.where(xp.isfinite(p), p, 0.0)
+    return model.sort_peaks(p)[0], info
+
+
+def _baseline_sign(model: GaussianModel, sign: Any) -> Any:
+    """Factors (k, nb) that flip the baseline coefficients with the data's sign."""
+    xp = get_xp(sign)
+    nb = len(model.baseline_names)
+    f = xp.broadcast_to(sign[:, None], (sign.shape[0], nb)).copy()
+    if model.baseline == "exponential":
+        f[:, 1] = 1.0
+    return f
+
+
+def _box(xp: Any, model: GaussianModel, du: Any) -> tuple[Any, Any]:
+    """Bounds of the coarse stage in normalised units (heights >= 0, centres near the data)."""
+    n = model.n
+    k = du.shape[0]
+    lo = xp.full((k, model.n_params), -xp.inf)
+    hi = xp.full((k, model.n_params), xp.inf)
+    lo[:, 0 : 3 * n : 3] = 0.0
+    hi[:, 0 : 3 * n : 3] = 4.0
+    lo[:, 1 : 3 * n : 3] = -1.2
+    hi[:, 1 : 3 * n : 3] = 1.2
+    lo[:, 2 : 3 * n : 3] = 0.5 * du[:, None]
+    hi[:, 2 : 3 * n : 3] = 2.0
+    return lo, hi
+
+
+def _refine(
+    model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, lo: Any, hi: Any, iters: int, C: int,
+    min_iter: int = 3,
+) -> tuple[Any, Any]:
+    """Coarse LM of C candidates per spectrum: rows of p are (spectrum, candidate)."""
+    xp = get_xp(Z, p)
+    Zr = xp.repeat(Z, C, axis=0)
+    Ur = U if U.ndim == 1 else xp.repeat(U, C, axis=0)
+    swr = None if sw is None else xp.repeat(sw, C, axis=0)
+    lor = xp.repeat(lo, C, axis=0)
+    hir = xp.repeat(hi, C, axis=0)
+    return _coarse_lm(model, Ur, Zr, swr, p, lor, hir, iters, C, min_iter)
+
+
+def _pick(xp: Any, p: Any, s: Any, index: bool = False) -> Any:
+    """Lowest-SSE candidate per spectrum: p (k, C, P), s (k, C) -> ([j,] best (k, P), sse)."""
+    s = xp.where(xp.isfinite(s), s, xp.inf)
+    j = xp.argmin(s, axis=1)
+    rows = xp.arange(p.shape[0])
+    best = p[rows, j]
+    if index:
+        return j, best, s[rows, j]
+    return best, s[rows, j]
+
+
+def _ambiguous(xp: Any, model: GaussianModel, p: Any, s: Any, best: Any, sse: Any) -> Any:
+    """Spectra where another candidate ended nearly as well (SSE within ``_AMBIGUOUS``) at a
+    different set of centres (some sorted centre more than a quarter width away)."""
+    n = model.n
+    bc = xp.sort(p[:, :, 1 : 3 * n : 3], axis=2)
+    bb = xp.sort(best[:, 1 : 3 * n : 3], axis=1)
+    cmin = xp.abs(best[:, 2 : 3 * n : 3]).min(axis=1)
+    differ = (xp.abs(bc - bb[:, None, :]).max(axis=2) > 0.25 * cmin[:, None])
+    close = s <= _AMBIGUOUS * sse[:, None]
+    return (differ & close).any(axis=1)
+
+
+def _degenerate(xp: Any, model: GaussianModel, p: Any, lo: Any, noise: Any) -> Any:
+    """Spectra whose best start has a wasted peak: height within three noise levels of zero,
+    or width at its lower bound."""
+    n = model.n
+    a = p[:, 0 : 3 * n : 3]
+    c = p[:, 2 : 3 * n : 3]
+    return ((a < 3.0 * noise[:, None]) | (c <= 1.001 * lo[:, 2 : 3 * n : 3])).any(axis=1)
+
+
+def _shoulder(xp: Any, model: GaussianModel, p: Any) -> Any:
+    """Spectra whose best start has a weak, narrow term on the flank of a wide one (height
+    below half, width below 1/1.3, centre within 1.5 widths): the usual sign of a close pair
+    fitted by one wide term, the spare term sitting on its side."""
+    n = model.n
+    a = xp.abs(p[:, 0 : 3 * n : 3])
+    b = p[:, 1 : 3 * n : 3]
+    c = p[:, 2 : 3 * n : 3]
+    # [:, j, w]: term j is the shoulder of term w
+    weak = a[:, :, None] < 0.5 * a[:, None, :]
+    narrow = 1.3 * c[:, :, None] < c[:, None, :]
+    near = xp.abs(b[:, :, None] - b[:, None, :]) < 1.5 * c[:, None, :]
+    return (weak & narrow & near).any(axis=(1, 2))
+
+
+def _misfit(
+    xp: Any, model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, sse: Any, noise: Any
+) -> Any:
+    """Spectra whose fit leaves structure: lag-1 autocorrelation of the residuals above
+    ``_RHO_LIMIT / sqrt(M)`` or a sum of squares above the noise level."""
+    r = Z - model.evaluate(U, p)
+    if sw is not None:
+        r = r * sw
+    M = r.shape[1]
+    ss = (r * r).sum(axis=1)
+    rho = (r[:, 1:] * r[:, :-1]).sum(axis=1) / xp.maximum(ss, 1e-300)
+    dof = max(M - model.n_params, 1)
+    limit = dof * noise * noise * (1.0 + _SSE_SIGMAS * math.sqrt(2.0 / dof))
+    return (rho > _RHO_LIMIT / math.sqrt(M)) | (sse > limit)
+
+
+def _peel(
+    xp: Any, R: Any, U: Any, du: Any, n: int, floor: Any, wfac: Any
+) -> tuple[Any, Any, Any]:
+    """Greedy peeling of n peaks off R (k, M), widths from the half-maximum crossing; the
+    Gaussian subtracted has its width multiplied by ``wfac`` (k,)."""
+    k = R.shape[0]
+    R = R.copy()
+    A = xp.zeros((k, n))
+    B = xp.zeros((k, n))
+    Cw = xp.zeros((k, n))
+    for j in range(n):
+        a, b, c = _feature(xp, R, U, du)
+        a = xp.maximum(a, floor)
+        A[:, j], B[:, j], Cw[:, j] = a, b, c
+        R = R - _gauss_sum(xp, U, a[:, None], b[:, None], (c * wfac)[:, None])
+    return A, B, Cw
+
+
+def _repair_candidates(
+    xp: Any, model: GaussianModel, U: Any, Z: Any, sw: Any, best: Any, du: Any, floor: Any
+) -> Any:
+    """Variants of each start (k, P) -> (k, V, P): the start itself; each peak in turn moved to
+    the largest residual feature; each peak in turn split in two, the second half taking the
+    slot of the weakest other peak (smallest a*c) or of the nearest other peak."""
+    k, P = best.shape
+    n = model.n
+    R = Z - model.evaluate(U, best)
+    if sw is not None:
+        R = R * (sw > 0)
+    Rs = _moving(xp, R, 3) if R.shape[1] >= 6 else R
+    a_new, b_new, c_new = _feature(xp, Rs, U, du)
+    a_new = xp.maximum(a_new, floor)
+    nv = 1 + n + (2 * n if n >= 2 else 0)
+    out = xp.repeat(best[:, None, :], nv, axis=1)
+    for j in range(n):
+        out[:, 1 + j, 3 * j] = a_new
+        out[:, 1 + j, 3 * j + 1] = b_new
+        out[:, 1 + j, 3 * j + 2] = xp.maximum(c_new, 0.5 * best[:, 3 * j + 2])
+    if n >= 2:
+        a = best[:, 0 : 3 * n : 3]
+        b = best[:, 1 : 3 * n : 3]
+        c = best[:, 2 : 3 * n : 3]
+        weak = xp.abs(a) * c
+        rows = xp.arange(k)
+        s = 1 + n
+        for j in range(n):
+            dist = xp.abs(b - b[:, j : j + 1])
+            dist[:, j] = xp.inf
+            sc = weak.copy()
+            sc[:, j] = xp.inf
+            aj, bj, cj = 0.8 * a[:, j], b[:, j], c[:, j]
+            for v in (xp.argmin(sc, axis=1), xp.argmin(dist, axis=1)):
+                out[:, s, 3 * j] = aj
+                out[:, s, 3 * j + 1] = bj - 0.5 * cj
+                out[:, s, 3 * j + 2] = 0.7 * cj
+                out[rows, s, 3 * v] = aj
+                out[rows, s, 3 * v + 1] = bj + 0.5 * cj
+                out[rows, s, 3 * v + 2] = 0.7 * cj
+                s += 1
+    # heights of every variant re-fitted to the data less the baseline
+    V = out.shape[1]
+    flat = out.reshape(k * V, P)
+    base = Z - _gauss_sum(xp, U, best[:, 0 : 3 * n : 3], best[:, 1 : 3 * n : 3],
+                          best[:, 2 : 3 * n : 3]) - R
+    Ur = U if U.ndim == 1 else xp.repeat(U, V, axis=0)
+    flat[:, 0 : 3 * n : 3] = _refit_heights(
+        xp, Ur, xp.repeat(Z - base, V, axis=0), flat[:, 1 : 3 * n : 3], flat[:, 2 : 3 * n : 3],
+        None if sw is None else xp.repeat(sw, V, axis=0), xp.repeat(floor, V)[:, None],
+    )
+    return flat.reshape(k, V, P)
+
+
+def _trials(
+    model: GaussianModel, xp: Any, U: Any, Z: Any, W: Any, Ub: Any, Zb: Any, sw: Any, best: Any,
+    du: Any, lo: Any, hi: Any, iters: int, trials: int, seed: int,
+) -> tuple[Any, Any]:
+    """O'Haver-style trials: perturbed starts, coarse then full refinement, lowest SSE kept."""
+    from .solvers.lm import NormalEquations, levenberg_marquardt
+
+    k, P = best.shape
+    n = model.n
+    rng = np.random.default_rng(seed)
+    T = trials + 1
+    cand = xp.repeat(best[:, None, :], T, axis=1)
+    c = best[:, 2 : 3 * n : 3]
+    pert_b = xp.asarray(rng.standard_normal((k, trials, n)))
+    pert_c = xp.asarray(rng.uniform(0.6, 1.6, (k, trials, n)))
+    pert_a = xp.asarray(rng.uniform(0.5, 1.5, (k, trials, n)))
+    cand[:, 1:, 1 : 3 * n : 3] = cand[:, 1:, 1 : 3 * n : 3] + pert_b * c[:, None, :]
+    cand[:, 1:, 2 : 3 * n : 3] = cand[:, 1:, 2 : 3 * n : 3] * pert_c
+    cand[:, 1:, 0 : 3 * n : 3] = cand[:, 1:, 0 : 3 * n : 3] * pert_a
+    pc, _ = _refine(model, Ub, Zb, sw, cand.reshape(k * T, P), lo, hi, iters, T)
+    # full refinement on the normalised raw data (free parameters, MATLAB-like lower c bound)
+    Zr = xp.repeat(Z, T, axis=0)
+    Ur = U if U.ndim == 1 else xp.repeat(U, T, axis=0)
+    swr = None if W is None else xp.repeat(W, T, axis=0)
+    lo_f = model.default_lower()
+    hi_f = model.default_upper()
+    res = levenberg_marquardt(NormalEquations(model, Ur, Zr, swr), pc, lo_f, hi_f,
+                              tol_fun=1e-8, tol_x=1e-8, max_iter=100, max_fun_evals=200)
+    s = xp.where(xp.isfinite(res.sse), res.sse, xp.inf).reshape(k, T)
+    return _pick(xp, res.p.reshape(k, T, P), s)
+
+
+def _supported(
+    xp: Any, model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, noise: Any
+) -> Any:
+    """Number of peaks of p (k, P) that the data support (see ``AutoStartInfo.n_supported``)."""
+    k = p.shape[0]
+    n = model.n
+    f = model.evaluate(U, p)
+    a, b, c = p[:, 0 : 3 * n : 3], p[:, 1 : 3 * n : 3], p[:, 2 : 3 * n : 3]
+    S = Z - (f - _gauss_sum(xp, U, a, b, c))  # data less the baseline
+    w = None if sw is None else sw
+    r = (Z - f) if w is None else (Z - f) * w
+    sse = (r * r).sum(axis=1)
+    Sw = S if w is None else S * w
+    energy = (Sw * Sw).sum(axis=1)
+    thr = _SUPPORT_CHI2 * noise * noise + 1e-9 * energy
+    UU = U[None, None, :] if U.ndim == 1 else U[:, None, :]
+    t = (UU - b[:, :, None]) / c[:, :, None]
+    E = xp.exp(-t * t)  # (k, n, M)
+    if w is not None:
+        E = E * w[:, None, :]
+    G = E @ E.transpose(0, 2, 1)  # (k, n, n)
+    h = (E @ Sw[:, :, None])[:, :, 0]  # (k, n)
+    active = xp.ones((k, n), dtype=bool)
+    alive = xp.ones(k, dtype=bool)
+    eye = xp.eye(n)
+    for _ in range(n):
+        # SSE with each active peak j dropped and the remaining heights re-fitted
+        trial = active[:, None, :] & ~eye.astype(bool)[None, :, :]  # (k, j, n)
+        mask = trial[:, :, :, None] & trial[:, :, None, :]
+        Gj = xp.where(mask, G[:, None, :, :], 0.0) + (~trial)[:, :, :, None] * eye
+        hj = xp.where(trial, h[:, None, :], 0.0)
+        scale = xp.maximum(xp.diagonal(G, axis1=1, axis2=2).max(axis=1), 1e-300)
+        Gj = Gj + 1e-10 * scale[:, None, None, None] * eye
+        aj = _safe_solve(xp, Gj.reshape(k * n, n, n), hj.reshape(k * n, n)).reshape(k, n, n)
+        # SSE = energy - h.a for the least-squares heights
+        s_drop = energy[:, None] - (aj * hj).sum(axis=2) - sse[:, None]
+        s_drop = xp.where(active & xp.isfinite(s_drop), s_drop, xp.inf)
+        j = xp.argmin(s_drop, axis=1)
+        rise = s_drop[xp.arange(k), j]
+        drop = alive & (rise <= thr)
+        active[xp.arange(k), j] = active[xp.arange(k), j] & ~drop
+        alive = drop
+        if not bool(alive.any()):
+            break
+    return active.sum(axis=1)

@@ -21,7 +21,7 @@ from .scaling import Scaling
 from .solvers.lm import EXITFLAG_MESSAGES, NormalEquations, levenberg_marquardt
 from .start import estimate_start
 
-__all__ = ["fit_gaussians", "solve_prepared"]
+__all__ = ["build_fit_result", "fit_gaussians", "solve_prepared"]
 
 
 def _resolve_options(
@@ -79,6 +79,105 @@ def solve_prepared(
     p = np.where(res.held[0] & near_hi, hi, p)
     return p, res
 
+
+
+def build_fit_result(
+    model: GaussianModel,
+    opts: FitOptions,
+    algorithm: str,
+    p: np.ndarray,
+    held: np.ndarray,
+    start: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    ws: np.ndarray | None,
+    order: np.ndarray,
+    *,
+    iterations: int,
+    nfev: int,
+    exitflag: int,
+    firstorderopt: float,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray | None,
+    normalization: tuple[float, float] | None = None,
+    sort: bool = True,
+    message: str | None = None,
+) -> GaussianFit:
+    """Assemble the :class:`GaussianFit` of one spectrum from a solution.
+
+    The one place where a single fit's result is built, used by :func:`fit_gaussians` and by
+    indexing a batch result (``BatchFit[i]``): optional sorting of the terms by centre, active
+    bounds, Jacobian and residuals at the solution, goodness of fit, exit message and
+    ``FitOutput``.
+
+    Parameters
+    ----------
+    model, opts, algorithm :
+        The model, the fit options (bounds) and the algorithm actually run.
+    p, held, start : ndarray (P,)
+        Solution (original units), coefficients held at a bound, start point.
+    xs, ys, ws : ndarray (m,)
+        The data used, sorted by x (``ws`` the weights or None).
+    order : ndarray of int (m,)
+        The sorting permutation: ``xs = x[order]``; residuals and Jacobian are returned in the
+        caller's order.
+    iterations, nfev, exitflag, firstorderopt :
+        Solver statistics (``firstorderopt`` in data units).
+    x, y, weights :
+        The data in the caller's order, stored on the result.
+    normalization : (mean, std), optional
+    sort : bool
+        Reorder the terms by ascending centre.
+    message : str, optional
+        Replaces the exit message (used for rows a batch did not fit).
+
+    Returns
+    -------
+    GaussianFit
+    """
+    n = model.n
+    P = model.n_params
+    p = np.asarray(p, dtype=float)
+    held = np.asarray(held, dtype=bool)
+    start = np.asarray(start, dtype=float)
+    if sort:
+        p_sorted, perm = model.sort_peaks(p)
+        idx = np.concatenate([(3 * perm[:, None] + np.arange(3)).ravel(), np.arange(3 * n, P)])
+        p, held, start = p_sorted, held[idx], start[idx]
+
+    lo, hi = opts.bounds(model)
+    active = held & ((p <= lo) | (p >= hi))
+    f, Jt = model.evaluate(xs, p[None, :], jacobian=True)
+    r = ys - f[0]
+    J = Jt[0].T.copy()
+    if ws is not None:
+        sw = np.sqrt(ws)
+        r_out, J = r * sw, J * sw[:, None]
+    else:
+        r_out = r
+    gof = goodness_of_fit(ys, r, P, ws, int(active.sum()))
+    if ys.size and np.ptp(ys) == 0:
+        exitflag = -3
+    if message is None:
+        message = EXITFLAG_MESSAGES.get(exitflag, "")
+        if exitflag == -3:
+            message = (f"The data are constant (all y = {ys[0]:g}): the peak coefficients are "
+                       "not identifiable.")
+    inv = np.empty_like(order)
+    inv[order] = np.arange(order.size)
+    output = FitOutput(
+        numobs=int(xs.size), numparam=P, residuals=r_out[inv], jacobian=J[inv],
+        exitflag=int(exitflag), iterations=int(iterations), funcCount=int(nfev),
+        firstorderopt=float(firstorderopt),
+        algorithm=("trust-region-reflective" if algorithm == "Trust-Region"
+                   else "levenberg-marquardt"),
+        message=message, activebounds=active,
+    )
+    return GaussianFit(
+        model=model, p=p, gof=gof, output=output, options=opts, start=start,
+        x=x, y=y, weights=weights, normalization=normalization,
+    )
 
 def _robust_weights(
     kind: str, r: np.ndarray, J: np.ndarray, w_user: np.ndarray, P: int
@@ -231,11 +330,21 @@ def fit_gaussians(
     if opts.start_point is not None:
         p0 = opts.start_point.copy()
     else:
-        kw: dict[str, Any] = {}
         if str(start).lower() == "auto":
-            kw = {"smooth": smooth, "downsample": downsample, "n_trials": n_trials,
-                  "options": opts}
-        p0 = np.asarray(estimate_start(model, xs, ys[None, :], start, **kw))[0]
+            from .autostart import auto_start
+
+            p0s, info = auto_start(model, xs, ys[None, :], smooth=smooth, downsample=downsample,
+                                   n_trials=n_trials, options=opts, return_info=True)
+            p0 = np.asarray(p0s)[0]
+            n_supported = int(info.n_supported[0])
+            if n_supported < n:
+                warnings.warn(
+                    f"the data support only {n_supported} of the {n} peaks (the other terms "
+                    "sit on noise or share a peak); consider a smaller n",
+                    FitWarning, stacklevel=2,
+                )
+        else:
+            p0 = np.asarray(estimate_start(model, xs, ys[None, :], start))[0]
         if not np.all(np.isfinite(p0)):  # MATLAB: warning and a random start
             warnings.warn("start point estimate was not finite; using a generic start",
                           FitWarning, stacklevel=2)
@@ -269,43 +378,16 @@ def fit_gaussians(
             if change < max(opts.tol_x, 1e-8):
                 break
 
-    if sort:
-        p_sorted, perm = model.sort_peaks(p)
-        idx = np.concatenate([(3 * perm[:, None] + np.arange(3)).ravel(), np.arange(3 * n, P)])
-        p, held, p0 = p_sorted, held[idx], p0[idx]
-
-    lo, hi = opts.bounds(model)
-    active = held & ((p <= lo) | (p >= hi))
-    f, Jt = model.evaluate(xs, p[None, :], jacobian=True)
-    r = ys - f[0]
-    J = Jt[0].T.copy()
-    if ws is not None:
-        sw = np.sqrt(ws)
-        r_out, J = r * sw, J * sw[:, None]
-    else:
-        r_out = r
-    gof = goodness_of_fit(ys, r, P, ws, int(active.sum()))
-    if np.ptp(ys) == 0:
-        exitflag = -3
-    message = EXITFLAG_MESSAGES.get(exitflag, "")
-    if exitflag == -3:
-        message = (f"The data are constant (all y = {ys[0]:g}): the peak coefficients are not "
-                   "identifiable.")
-    inv = np.empty_like(order)
-    inv[order] = np.arange(order.size)
-    output = FitOutput(
-        numobs=int(xs.size), numparam=P, residuals=r_out[inv], jacobian=J[inv],
-        exitflag=exitflag, iterations=iterations, funcCount=nfev,
+    result = build_fit_result(
+        model, opts, algorithm, p, held, p0, xs, ys, ws, order,
+        iterations=iterations, nfev=nfev, exitflag=exitflag,
         firstorderopt=float(res.firstorderopt[0]) * float(np.max(np.abs(ys)) or 1.0),
-        algorithm=("trust-region-reflective" if algorithm == "Trust-Region"
-                   else "levenberg-marquardt"),
-        message=message, activebounds=active,
+        x=xa[kept], y=ya[kept], weights=wk, normalization=normalization, sort=sort,
     )
+    exitflag = result.output.exitflag
+    message = result.output.message
     if opts.display == "notify" and exitflag <= 0:
         warnings.warn(message, FitWarning, stacklevel=2)
     elif opts.display in ("final", "iter"):
         print(message)
-    return GaussianFit(
-        model=model, p=p, gof=gof, output=output, options=opts, start=p0,
-        x=xa[kept], y=ya[kept], weights=wk, normalization=normalization,
-    )
+    return result

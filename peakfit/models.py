@@ -11,8 +11,8 @@ NIST StRD Gauss problems).
 
 Every evaluation is batched: parameters have shape ``(k, P)`` for ``k`` spectra and ``x`` is
 either shared ``(m,)`` or per spectrum ``(k, m)``. The same code runs on NumPy and CuPy arrays,
-and the GPU kernels are generated from :meth:`GaussianModel.cuda_source_terms` so that the model
-is written in one place.
+and the GPU kernels (:mod:`peakfit.gpu.kernels`) are generated from the same term definitions, so
+that the model is written in one place.
 """
 
 from __future__ import annotations
@@ -260,6 +260,7 @@ class GaussianModel:
         out[..., 0:k:3] = p[..., 0:k:3] / sy
         out[..., 1:k:3] = (p[..., 1:k:3] - x0) / sx
         out[..., 2:k:3] = p[..., 2:k:3] / sx
+        x0, sx, sy = _per_row(p, x0, sx, sy)
         q = p[..., k:]
         bl = self.baseline
         if bl == "constant":
@@ -285,6 +286,7 @@ class GaussianModel:
         out[..., 0:k:3] = p[..., 0:k:3] * sy
         out[..., 1:k:3] = p[..., 1:k:3] * sx + x0
         out[..., 2:k:3] = p[..., 2:k:3] * sx
+        x0, sx, sy = _per_row(p, x0, sx, sy)
         q = p[..., k:]
         bl = self.baseline
         if bl == "constant":
@@ -348,6 +350,15 @@ class GaussianModel:
         if squeeze:
             return out[0], order[0]
         return out, order
+
+
+def _per_row(p: Any, *scalings: Any) -> tuple[Any, ...]:
+    """Scalings of shape ``(k, 1)`` as ``(k,)`` so they broadcast with a column ``p[..., j]``."""
+    out = []
+    for s in scalings:
+        nd = getattr(s, "ndim", 0)
+        out.append(s[..., 0] if nd == p.ndim and nd > 0 else s)
+    return tuple(out)
 
 
 def gauss_model(name_or_n: str | int, baseline: str = "none") -> GaussianModel:

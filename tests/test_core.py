@@ -405,13 +405,14 @@ def test_robust_fitting_resists_outliers():
 
 def test_normalize_on():
     x, y, _truth = gauss4_data(noise=0.02, seed=6)
-    r = peakfit.fit_gaussians(x + 1000.0, y, 4, start="matlab", Normalize="on")
-    plain = peakfit.fit_gaussians(x + 1000.0, y, 4)
+    tight = {"TolFun": 1e-13, "TolX": 1e-13}
+    r = peakfit.fit_gaussians(x + 1000.0, y, 4, start="matlab", Normalize="on", **tight)
+    plain = peakfit.fit_gaussians(x + 1000.0, y, 4, **tight)
     mu, sd = float(np.mean(x + 1000.0)), float(np.std(x, ddof=1))
     assert r.normalization == pytest.approx((mu, sd), rel=1e-12)
-    np.testing.assert_allclose(r.b, (plain.b - mu) / sd, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(r.means, plain.means, rtol=1e-8)
-    np.testing.assert_allclose(r(x + 1000.0), plain(x + 1000.0), atol=1e-6)
+    np.testing.assert_allclose(r.b, (plain.b - mu) / sd, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(r.means, plain.means, rtol=1e-11)
+    np.testing.assert_allclose(r(x + 1000.0), plain(x + 1000.0), atol=1e-9)
     line = str(r).splitlines()[4]
     assert line == f"       where x is normalized by mean {mu:0.4g} and std {sd:0.4g}"
 

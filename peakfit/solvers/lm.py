@@ -27,6 +27,20 @@ Iteration (per row)
    * ``0``: ``MaxIter`` or ``MaxFunEvals`` reached,
    * ``-1``: the model produced non-finite values at the start,
    * ``-2``: the normal equations became singular or non-finite.
+
+Batching and host synchronisation
+---------------------------------
+The set of unfinished rows is recomputed (compacted) every ``check_every`` iterations; in between,
+rows that finish are frozen by a mask and cost a little wasted work but no host round trip. With
+``check_every=1`` (the default, used for NumPy) every iteration compacts; a GPU driver passes a
+larger value so that the host synchronises with the device only every few iterations. The result
+of a row does not depend on ``check_every`` or on which other rows share the batch.
+
+Precision
+---------
+Parameters, ``A`` and ``g`` are kept in the dtype of ``p0`` (float64 or float32); the sums of
+squares are float64 whatever the working precision, so that the gain ratio and the ``TolFun`` test
+resolve relative changes below float32's epsilon.
 """
 
 from __future__ import annotations
@@ -59,6 +73,12 @@ _EPS = float(np.finfo(float).eps)
 
 Evaluator = Callable[[Any, Any], tuple[Any, Any, Any]]
 
+#: ``exp(-u)`` for ``u`` above this is replaced by an exact 0 in the float64 NumPy evaluator:
+#: the true value is below 1e-260 (negligible next to any O(1) term), and NumPy's SIMD ``exp``
+#: drops to a scalar path ~15x slower for results near the subnormal range.
+_EXP_CUT64 = 600.0
+_EXP_AT_CUT64 = float(np.exp(-_EXP_CUT64))
+
 
 @dataclass
 class LMResult:
@@ -69,7 +89,7 @@ class LMResult:
     p : array (k, P)
         Solution.
     sse : array (k,)
-        Weighted sum of squares at ``p``.
+        Weighted sum of squares at ``p`` (float64).
     A, g : arrays (k, P, P), (k, P)
         ``JᵀWJ`` and ``JᵀWr`` at ``p``.
     held : array of bool (k, P)
@@ -99,16 +119,60 @@ class NormalEquations:
     model : GaussianModel
     x : array (m,) or (k, m)
     Y : array (k, m)
-        Data; entries with zero weight may be anything finite.
+        Data; entries with zero weight may be anything finite. Its dtype (float64 or float32)
+        is the working precision; ``S`` is always returned as float64.
     sqrt_w : array (k, m) or (m,), optional
         Square roots of the weights.
+    block_rows : int
+        NumPy only: rows evaluated together, sized so that the per-block temporaries stay in
+        the CPU cache.
+
+    Notes
+    -----
+    For NumPy arrays and a :class:`~peakfit.models.GaussianModel` the evaluation is fused: the
+    Jacobian of a block of rows is written into one reused buffer with the weighted residual as
+    an extra row, ``[J; r] [J; r]ᵀ`` (one batched GEMM) then gives ``A``, ``g`` and ``S``
+    together. Values equal :meth:`GaussianModel.evaluate` except that, in float64, terms
+    ``exp(-u)`` with ``u > 600`` (below 1e-260) are exactly zero. Other array modules use
+    :meth:`GaussianModel.evaluate`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peakfit.models import GaussianModel
+    >>> m = GaussianModel(1)
+    >>> x = np.linspace(-2, 2, 41)
+    >>> Y = m(x, [1.0, 0.0, 1.0])[None, :] + 0.1
+    >>> S, A, g = NormalEquations(m, x, Y)(np.array([[1.0, 0.0, 1.0]]), np.array([0]))
+    >>> round(float(S[0]), 12), A.shape, g.shape
+    (0.41, (1, 3, 3), (1, 3))
     """
 
-    def __init__(self, model: Any, x: Any, Y: Any, sqrt_w: Any = None) -> None:
+    def __init__(
+        self, model: Any, x: Any, Y: Any, sqrt_w: Any = None, *, block_rows: int = 16
+    ) -> None:
         self.model = model
         self.x = x
         self.Y = Y
         self.sqrt_w = sqrt_w
+        self.block_rows = max(1, int(block_rows))
+        self._fast = (
+            get_xp(x, Y, sqrt_w) is np
+            and hasattr(model, "baseline")
+            and hasattr(model, "n_params")
+            and Y.dtype in (np.float32, np.float64)
+        )
+        self._buf: np.ndarray | None = None
+        if self._fast:
+            n = model.n
+            # row of coefficient j (MATLAB order a1 b1 c1 a2 ...) in the grouped Jacobian
+            # layout [a-derivatives, b-derivatives, c-derivatives, baseline]
+            self._perm = np.array([(j % 3) * n + j // 3 for j in range(3 * n)]
+                                  + list(range(3 * n, model.n_params)))
+            if x.ndim == 1:
+                self._xrange = (float(np.min(x)), float(np.max(x)))
+            else:
+                self._xrange = (np.min(x, axis=1), np.max(x, axis=1))
 
     def residuals(self, p: Any, idx: Any) -> tuple[Any, Any]:
         """Weighted residuals ``sqrt(w)(y - f)`` and weighted ``Jᵀ`` for rows ``idx``."""
@@ -122,11 +186,122 @@ class NormalEquations:
         return r, Jt
 
     def __call__(self, p: Any, idx: Any) -> tuple[Any, Any, Any]:
+        if self._fast:
+            return self._fused(p, idx)
         r, Jt = self.residuals(p, idx)
         sse = (r * r).sum(axis=1)
         A = Jt @ Jt.transpose(0, 2, 1)
         g = (Jt @ r[:, :, None])[:, :, 0]
+        if sse.dtype != np.float64:
+            xp = get_xp(r)
+            sse = (r.astype(xp.float64) ** 2).sum(axis=1)
         return sse, A, g
+
+    # ------------------------------------------------------------ NumPy fast path
+    def _fused(self, p: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dt = self.Y.dtype
+        P = self.model.n_params
+        k = p.shape[0]
+        m = self.Y.shape[1]
+        p = np.asarray(p, dtype=dt)
+        idx = np.asarray(idx)
+        sse = np.empty(k, dtype=np.float64)
+        A = np.empty((k, P, P), dtype=dt)
+        g = np.empty((k, P), dtype=dt)
+        B = self.block_rows
+        if self._buf is None or self._buf.shape[0] < min(B, k):
+            self._buf = np.empty((min(B, max(k, 1)), P + 1, m), dtype=dt)
+        M = np.empty((min(B, max(k, 1)), P + 1, P + 1), dtype=dt)
+        for s in range(0, k, B):
+            e = min(k, s + B)
+            rows = idx[s:e]
+            nb = e - s
+            J = self._buf[:nb]
+            with np.errstate(over="ignore"):  # t^2 = inf for c -> 0: exp(-inf) = 0, exact
+                self._jacobian_block(p[s:e], rows, J)
+            Mb = M[:nb]
+            np.matmul(J, J.transpose(0, 2, 1), out=Mb)
+            perm = self._perm  # Jacobian rows are grouped by kind: back to MATLAB order
+            A[s:e] = Mb[:, perm[:, None], perm[None, :]]
+            g[s:e] = Mb[:, perm, P]
+            if dt == np.float64:
+                sse[s:e] = Mb[:, P, P]
+            else:
+                r64 = J[:, P, :].astype(np.float64)
+                sse[s:e] = np.einsum("ij,ij->i", r64, r64)
+        return sse, A, g
+
+    def _jacobian_block(self, p: np.ndarray, rows: np.ndarray, J: np.ndarray) -> None:
+        """Fill ``J`` (b, P+1, m) with the weighted Jacobian and, last, the residual.
+
+        Rows are grouped by kind (all ``df/da``, all ``df/db``, all ``df/dc``, baseline) so
+        that each group is one contiguous block; ``_perm`` maps back to MATLAB order.
+        """
+        model = self.model
+        n = model.n
+        P = model.n_params
+        n3 = 3 * n
+        dt = J.dtype
+        a = p[:, 0:n3:3]
+        b = p[:, 1:n3:3]
+        c = p[:, 2:n3:3]
+        zero_c = c == 0
+        rc = (1.0 / np.where(zero_c, 1.0, c)).astype(dt, copy=False)[:, :, None]
+        x = self.x
+        if x.ndim == 1:
+            xx = x[None, None, :]
+            x2 = x[None, :]
+            xlo, xhi = self._xrange
+        else:
+            x2 = x[rows]
+            xx = x2[:, None, :]
+            xlo, xhi = self._xrange[0][rows][:, None], self._xrange[1][rows][:, None]
+        t = np.subtract(xx, b[:, :, None], dtype=dt)
+        t *= rc
+        E = J[:, 0:n]
+        np.multiply(t, t, out=E)
+        # largest t^2 of each term, from the x range: clip only when a term reaches the cut
+        clip = dt == np.float64 and bool(
+            np.any(np.maximum((xlo - b) ** 2, (xhi - b) ** 2) * rc[:, :, 0] ** 2 > _EXP_CUT64)
+        )
+        if clip:
+            np.minimum(E, _EXP_CUT64, out=E)
+        np.negative(E, out=E)
+        np.exp(E, out=E)
+        if clip:
+            E -= _EXP_AT_CUT64  # exactly 0 beyond the cut; others move by < 3e-261
+        if zero_c.any():
+            E[zero_c] = 0.0
+        f = J[:, P]
+        dfdb = J[:, n:2 * n]
+        np.multiply(E, a[:, :, None], out=dfdb)  # a E
+        np.sum(dfdb, axis=1, out=f)
+        dfdb *= t
+        dfdb *= 2.0 * rc  # 2 a E t / c
+        np.multiply(dfdb, t, out=J[:, 2 * n:n3])  # 2 a E t^2 / c
+        q = p[:, n3:]
+        bl = model.baseline
+        if bl in ("constant", "linear", "quadratic"):
+            f += q[:, 0:1]
+            J[:, n3] = 1.0
+            if bl == "linear":
+                f += q[:, 1:2] * x2
+                J[:, n3 + 1] = x2
+            elif bl == "quadratic":
+                f += (q[:, 1:2] + q[:, 2:3] * x2) * x2
+                J[:, n3 + 1] = x2
+                J[:, n3 + 2] = x2 * x2
+        elif bl == "exponential":
+            with np.errstate(over="ignore", invalid="ignore"):
+                ex = np.exp(-q[:, 1:2] * x2)
+                f += q[:, 0:1] * ex
+                J[:, n3] = ex
+                J[:, n3 + 1] = -q[:, 0:1] * x2 * ex
+        np.subtract(self.Y[rows], f, out=f)  # the residual, in the row of f
+        if self.sqrt_w is not None:
+            sw = self.sqrt_w[None, None, :] if self.sqrt_w.ndim == 1 else (
+                self.sqrt_w[rows][:, None, :])
+            J *= sw
 
 
 def _solve(xp: Any, M: Any, b: Any) -> Any:
@@ -134,7 +309,7 @@ def _solve(xp: Any, M: Any, b: Any) -> Any:
     try:
         return xp.linalg.solve(M, b[..., None])[..., 0]
     except np.linalg.LinAlgError:
-        out = xp.full(b.shape, xp.nan)
+        out = xp.full(b.shape, xp.nan, dtype=b.dtype)
         for i in range(M.shape[0]):
             try:
                 out[i] = xp.linalg.solve(M[i], b[i])
@@ -158,8 +333,9 @@ def levenberg_marquardt(
     max_iter: int = 400,
     max_fun_evals: int = 600,
     algorithm: str = "Trust-Region",
-    lam0: float = 1e-3,
+    lam0: float = 1.0,
     callback: Callable[[int, Any, Any, Any], None] | None = None,
+    check_every: int = 1,
 ) -> LMResult:
     """Minimise a batch of weighted nonlinear least-squares problems.
 
@@ -169,7 +345,7 @@ def levenberg_marquardt(
         ``evaluate(p, idx) -> (sse, A, g)`` for parameter rows ``p`` (shape ``(j, P)``) of the
         spectra ``idx`` (integer array of length ``j``).
     p0 : array (k, P)
-        Start points.
+        Start points; their dtype (float64 or float32) is the working precision.
     lower, upper : array (P,) or (k, P)
         Bounds (``-inf``/``inf`` for none).
     tol_fun, tol_x, max_iter, max_fun_evals : optional
@@ -180,6 +356,9 @@ def levenberg_marquardt(
         Initial damping, relative to the scaled diagonal.
     callback : callable, optional
         ``callback(iteration, idx, sse, lam)`` after each iteration (used by ``Display='iter'``).
+    check_every : int
+        Compact the set of unfinished rows (one host synchronisation on a GPU) every this many
+        iterations; rows finishing in between are masked. Results do not depend on it.
 
     Returns
     -------
@@ -201,17 +380,23 @@ def levenberg_marquardt(
     xp = get_xp(p0)
     tr = str(algorithm).lower().startswith("trust")
     k, P = p0.shape
-    lo = xp.broadcast_to(xp.asarray(lower, dtype=p0.dtype), (k, P))
-    hi = xp.broadcast_to(xp.asarray(upper, dtype=p0.dtype), (k, P))
+    dt = p0.dtype
+    check_every = max(1, int(check_every))
+    on_host = xp is np
+    lo = xp.broadcast_to(xp.asarray(lower, dtype=dt), (k, P))
+    hi = xp.broadcast_to(xp.asarray(upper, dtype=dt), (k, P))
     p = xp.clip(p0, lo, hi)
     all_idx = xp.arange(k)
     sse, A, g = evaluate(p, all_idx)
+    sse = sse.astype(xp.float64, copy=False)
+    A = A.astype(dt, copy=False)
+    g = g.astype(dt, copy=False)
     sse0 = sse.copy()
     nfev = xp.ones(k, dtype=xp.int64)
     it = xp.zeros(k, dtype=xp.int64)
-    lam = xp.full(k, lam0, dtype=p0.dtype)
-    nu = xp.full(k, 2.0, dtype=p0.dtype)
-    D = xp.zeros((k, P), dtype=p0.dtype)
+    lam = xp.full(k, lam0, dtype=dt)
+    nu = xp.full(k, 2.0, dtype=dt)
+    D = xp.zeros((k, P), dtype=dt)
     finite0 = xp.isfinite(sse) & xp.all(xp.isfinite(A), axis=(1, 2)) & xp.all(
         xp.isfinite(g), axis=1
     )
@@ -225,74 +410,87 @@ def levenberg_marquardt(
     active = finite0 & ~at_zero
     if max_iter == 0 or max_fun_evals <= 1:
         active = active & False
-    tiny = float(np.finfo(np.dtype(str(p0.dtype))).tiny)
-    eye = xp.eye(P, dtype=p0.dtype)
+    tiny = float(np.finfo(np.dtype(str(dt))).tiny)
+    diag = xp.arange(P)
+    sqrt_eps = np.sqrt(_EPS)
     iteration = 0
     while True:
         idx = xp.flatnonzero(active)
         if idx.size == 0:
             break
-        iteration += 1
+        # compact working copies of the unfinished rows
         pa, Aa, ga, sa = p[idx], A[idx], g[idx], sse[idx]
-        la, lo_a, hi_a = lam[idx], lo[idx], hi[idx]
-        held = _held(pa, ga, lo_a, hi_a)
-        free = ~held
-        diagA = xp.diagonal(Aa, axis1=1, axis2=2)
-        Da = xp.maximum(D[idx], diagA)
-        D[idx] = Da
-        dmax = xp.max(Da, axis=1, keepdims=True)
-        d = xp.sqrt(xp.maximum(Da, xp.maximum(dmax * 1e-30, tiny)))
-        As = Aa / (d[:, :, None] * d[:, None, :])
-        fm = free[:, :, None] & free[:, None, :]
-        As = xp.where(fm, As, 0.0) + eye * (la[:, None, None] + held[:, :, None].astype(As.dtype))
-        gs = xp.where(free, ga / d, 0.0)
-        z = _solve(xp, As, gs)
-        delta = xp.where(free, z / d, 0.0)
-        pt = xp.clip(pa + delta, lo_a, hi_a)
-        delta = pt - pa
-        Ad = (Aa @ delta[:, :, None])[:, :, 0]
-        pred = 2.0 * (delta * ga).sum(axis=1) - (delta * Ad).sum(axis=1)
-        bad_step = ~xp.all(xp.isfinite(delta), axis=1)
-        st, At, gt = evaluate(pt, idx)
-        nfev[idx] += 1
-        it[idx] += 1
-        ok_t = xp.isfinite(st) & xp.all(xp.isfinite(gt), axis=1)
-        actual = sa - st
-        accept = ok_t & (actual > 0) & ~bad_step
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rho = xp.where(pred > 0, actual / pred, 0.0)
-        if tr:
-            shrink = xp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
-            new_lam = xp.where(accept, la * shrink, la * nu[idx])
-            nu[idx] = xp.where(accept, 2.0, nu[idx] * 2.0)
-        else:
-            new_lam = xp.where(accept, la / 10.0, la * 10.0)
-        lam[idx] = xp.clip(new_lam, 1e-16, 1e300)
-        acc3 = accept[:, None]
-        p[idx] = xp.where(acc3, pt, pa)
-        sse[idx] = xp.where(accept, st, sa)
-        A[idx] = xp.where(acc3[:, :, None], At, Aa)
-        g[idx] = xp.where(acc3, gt, ga)
-        # convergence tests
-        pnorm = xp.sqrt((pa * pa).sum(axis=1))
-        snorm = xp.sqrt((delta * delta).sum(axis=1))
-        step_small = snorm <= tol_x * (np.sqrt(_EPS) + pnorm)
-        fun_small = accept & (actual <= tol_fun * sa) & (pred <= tol_fun * sa)
-        new_s = sse[idx]
-        zero = new_s <= 4 * _EPS * _EPS * xp.maximum(sse0[idx], tiny)
-        flag = xp.zeros(idx.size, dtype=xp.int64)
-        done = xp.zeros(idx.size, dtype=bool)
-        for cond, val in ((bad_step, -2), (zero, 1), (fun_small, 3), (step_small, 2)):
-            newly = cond & ~done
-            flag = xp.where(newly, val, flag)
-            done = done | cond
-        limit = (it[idx] >= max_iter) | (nfev[idx] >= max_fun_evals)
-        flag = xp.where(~done & limit, 0, flag)
-        done = done | limit
-        exitflag[idx] = xp.where(done, flag, exitflag[idx])
-        active[idx] = ~done
-        if callback is not None:
-            callback(iteration, idx, sse[idx], lam[idx])
+        la, nua, Da = lam[idx], nu[idx], D[idx]
+        lo_a, hi_a = lo[idx], hi[idx]
+        ita, nfa, s0a = it[idx], nfev[idx], sse0[idx]
+        flag_a = exitflag[idx]
+        live = xp.ones(idx.size, dtype=bool)
+        for _ in range(min(check_every, max(1, max_iter))):
+            if on_host and not live.any():
+                break  # free on the host; a device keeps going until the next compaction
+            iteration += 1
+            held = _held(pa, ga, lo_a, hi_a)
+            free = ~held
+            Da = xp.maximum(Da, xp.diagonal(Aa, axis1=1, axis2=2))
+            dmax = xp.max(Da, axis=1, keepdims=True)
+            d = xp.sqrt(xp.maximum(Da, xp.maximum(dmax * 1e-30, tiny)))
+            # scaled, bound-reduced system: rows/columns of held coefficients become identity
+            As = Aa / (d[:, :, None] * d[:, None, :])
+            fm = free[:, :, None] & free[:, None, :]
+            As = xp.where(fm, As, 0.0)
+            As[:, diag, diag] += la[:, None] + held.astype(dt)
+            gs = xp.where(free, ga / d, 0.0)
+            z = _solve(xp, As, gs)
+            delta = xp.where(free, z / d, 0.0)
+            pt = xp.clip(pa + delta, lo_a, hi_a)
+            delta = pt - pa
+            Ad = (Aa @ delta[:, :, None])[:, :, 0]
+            pred = 2.0 * (delta * ga).sum(axis=1) - (delta * Ad).sum(axis=1)
+            bad_step = ~xp.all(xp.isfinite(delta), axis=1)
+            st, At, gt = evaluate(pt, idx)
+            nfa = nfa + live
+            ita = ita + live
+            ok_t = xp.isfinite(st) & xp.all(xp.isfinite(gt), axis=1)
+            actual = sa - st
+            accept = ok_t & (actual > 0) & ~bad_step
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rho = xp.where(pred > 0, actual / pred, 0.0)
+            if tr:
+                shrink = xp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+                new_lam = xp.where(accept, la * shrink, la * nua)
+                nua = xp.where(accept, 2.0, nua * 2.0).astype(dt, copy=False)
+            else:
+                new_lam = xp.where(accept, la / 10.0, la * 10.0)
+            la = xp.clip(new_lam, 1e-16, 1e300).astype(dt, copy=False)
+            take = accept & live
+            take2 = take[:, None]
+            # convergence tests (on the step just tried)
+            pnorm = xp.sqrt((pa * pa).sum(axis=1))
+            snorm = xp.sqrt((delta * delta).sum(axis=1))
+            step_small = snorm <= tol_x * (sqrt_eps + pnorm)
+            fun_small = accept & (actual <= tol_fun * sa) & (pred <= tol_fun * sa)
+            pa = xp.where(take2, pt, pa)
+            sa = xp.where(take, st, sa)
+            Aa = xp.where(take2[:, :, None], At, Aa)
+            ga = xp.where(take2, gt, ga)
+            zero = sa <= 4 * _EPS * _EPS * xp.maximum(s0a, tiny)
+            flag = xp.zeros(idx.size, dtype=xp.int64)
+            done = xp.zeros(idx.size, dtype=bool)
+            for cond, val in ((bad_step, -2), (zero, 1), (fun_small, 3), (step_small, 2)):
+                newly = cond & ~done
+                flag = xp.where(newly, val, flag)
+                done = done | cond
+            limit = (ita >= max_iter) | (nfa >= max_fun_evals)
+            flag = xp.where(~done & limit, 0, flag)
+            done = done | limit
+            flag_a = xp.where(done & live, flag, flag_a)
+            live = live & ~done
+            if callback is not None:
+                callback(iteration, idx, sa, la)
+        p[idx], A[idx], g[idx], sse[idx] = pa, Aa, ga, sa
+        lam[idx], nu[idx], D[idx] = la, nua, Da
+        it[idx], nfev[idx], exitflag[idx] = ita, nfa, flag_a
+        active[idx] = live
     held = _held(p, g, lo, hi)
     fo = xp.max(xp.abs(xp.where(held, 0.0, g)), axis=1) if P else xp.zeros(k)
     return LMResult(

@@ -1,0 +1,964 @@
+"""The ``peakfit`` command: fit, batch-fit, plot and compare with MATLAB from the shell.
+
+Subcommands
+-----------
+``peakfit demo``
+    Fit the bundled 4-peak example and print MATLAB's display and the sorted means (needs only
+    NumPy and SciPy).
+``peakfit fit FILE -n 4``
+    Fit every spectrum of a file (or ``--index I``); print MATLAB's display and the sorted
+    means, or ``--json``.
+``peakfit batch INPUT... -n 4 -o OUT``
+    Fit every spectrum of many files, chunk by chunk, into a CSV/Parquet/HDF5 table; resumable.
+``peakfit plot FILE -n 4 -o fit.png``
+    Data, total fit, each component and the residuals (needs matplotlib).
+``peakfit compare-matlab FILE --matlab RESULT``
+    Fit like MATLAB and like peakfit, match the peaks by centre and compare with MATLAB's
+    printed (or ``.mat``) result.
+``peakfit gd-demo --out DIR``
+    The gradient-descent figures and report of :mod:`peakfit.gd`.
+
+Exit codes: 0 success; 1 a fit did not converge or the comparison with MATLAB disagrees;
+2 a usage or input error (one line ``peakfit: error: ...`` on stderr, no traceback); 130
+interrupted (``batch``: rerunning the same command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from . import __version__
+from .errors import FileFormatError, InputError, PeakfitError
+
+__all__ = [
+    "EXIT_FIT_PROBLEM",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "compare_with_matlab",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_FIT_PROBLEM = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_BASELINES = ("none", "constant", "linear", "quadratic", "exponential")
+_INPUT_EXTS = (".csv", ".tsv", ".txt", ".dat", ".npy", ".npz", ".h5", ".hdf5", ".mat")
+
+
+class _UsageError(Exception):
+    """A command-line problem found after parsing (reported as ``peakfit: error: ...``)."""
+
+
+# --------------------------------------------------------------------------------------------
+# argument parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _column(text: str) -> int | str:
+    """A column given on the command line: a 0-based index or a name."""
+    t = text.strip()
+    try:
+        return int(t)
+    except ValueError:
+        return t
+
+
+def _columns(text: str) -> int | str | list[int | str]:
+    parts = [p for p in text.split(",") if p.strip()]
+    if len(parts) == 1:
+        return _column(parts[0])
+    return [_column(p) for p in parts]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0 or not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _start(text: str) -> str | list[float]:
+    t = text.strip()
+    if t.lower() in ("auto", "matlab"):
+        return t.lower()
+    try:
+        return [float(v) for v in t.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--start must be 'auto', 'matlab' or comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _scalar_or_text(text: str) -> Any:
+    """``--smooth``/``--downsample`` values: none/off, an int, a float, or a method name."""
+    t = text.strip()
+    if t.lower() in ("none", "off", "false", "0"):
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        return t
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # same wording as argparse, one usage line
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_reading(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reading the input (see peakfit.io.load_spectra)")
+    g.add_argument("--x", type=_column, metavar="COL",
+                   help="x column (0-based index or header name; text files) or x variable "
+                        "name (npz/HDF5/.mat)")
+    g.add_argument("--y", type=_columns, metavar="COL[,COL...]",
+                   help="y column(s) (text) or spectra variable/dataset name (containers)")
+    g.add_argument("--layout", choices=("auto", "columns", "rows"), default="auto",
+                   help="text: x column + y columns ('columns', default) or one spectrum per "
+                        "row ('rows'); containers: orientation of the 2-D array")
+    g.add_argument("--dataset", metavar="NAME", help="HDF5 dataset / .mat variable of spectra")
+    g.add_argument("--delimiter", metavar="CHAR", help="text field separator (default: auto)")
+    g.add_argument("--skip-header", type=_nonneg_int, metavar="N",
+                   help="text: ignore the first N lines")
+
+
+def _add_model(p: argparse.ArgumentParser, *, n_default: int | None = 4) -> None:
+    p.add_argument("-n", "--peaks", dest="n", type=_positive_int, default=n_default,
+                   metavar="N", help=f"number of Gaussian peaks (default {n_default})")
+    p.add_argument("--baseline", choices=_BASELINES, default="none",
+                   help="baseline term added to the peaks (default none)")
+
+
+def _add_solver(p: argparse.ArgumentParser, *, extra: bool = True) -> None:
+    g = p.add_argument_group("start point and solver")
+    g.add_argument("--start", type=_start, default="auto", metavar="auto|matlab|V1,V2,...",
+                   help="start point: robust estimator (auto, default), MATLAB's gaussnstart "
+                        "(matlab), or explicit coefficients a1,b1,c1,...")
+    if extra:
+        g.add_argument("--smooth", type=_scalar_or_text, metavar="S",
+                       help="smoothing of the data used only for the 'auto' start estimate")
+        g.add_argument("--downsample", type=_scalar_or_text, metavar="D",
+                       help="downsampling used only for the 'auto' start estimate")
+    g.add_argument("--tol-fun", type=_positive_float, default=1e-6, metavar="T",
+                   help="MATLAB TolFun (default 1e-6)")
+    g.add_argument("--tol-x", type=_positive_float, default=1e-6, metavar="T",
+                   help="MATLAB TolX (default 1e-6)")
+    g.add_argument("--max-iter", type=_positive_int, default=400, metavar="K",
+                   help="MATLAB MaxIter (default 400)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``peakfit`` command (all subcommands).
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["fit", "data.csv", "-n", "3", "--json"])
+    >>> args.command, args.n, args.json
+    ('fit', 3, True)
+    """
+    parser = _Parser(
+        prog="peakfit",
+        description="Fit sums of Gaussian peaks (MATLAB gaussN semantics) to spectra.",
+        epilog="Exit codes: 0 ok, 1 fit problems reported, 2 usage/input errors, "
+               "130 interrupted. 'peakfit COMMAND -h' shows each command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"peakfit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="fit the bundled 4-peak example (core dependencies only)",
+                       description="Fit the bundled example spectrum with 4 Gaussians and print "
+                                   "MATLAB's display and the sorted peak means.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("fit", help="fit the spectra of one file and print the results",
+                       description="Fit each spectrum of FILE (or the one chosen with --index) "
+                                   "and print MATLAB's display and the sorted means.")
+    p.add_argument("file", metavar="FILE")
+    _add_model(p)
+    _add_reading(p)
+    p.add_argument("--index", type=_nonneg_int, metavar="I",
+                   help="fit only spectrum I (0-based) of the file")
+    _add_solver(p)
+    p.add_argument("--nan-policy", choices=("raise", "omit"), default="raise",
+                   help="non-finite points: error (default) or leave them out")
+    p.add_argument("--level", type=float, default=0.95,
+                   help="confidence level of the displayed bounds (default 0.95)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("batch", help="fit every spectrum of many files into a table (resumable)",
+                       description="Fit every spectrum of every INPUT (files, or folders whose "
+                                   "supported files are all taken) and write one row per "
+                                   "spectrum to OUT (.csv, .parquet or .h5). Results are "
+                                   "committed chunk by chunk; rerunning the same command after "
+                                   "an interruption skips what is done.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--out", required=True, metavar="OUT",
+                   help="result table: .csv, .parquet/.pq (a folder of parts) or .h5/.hdf5")
+    _add_model(p)
+    _add_reading(p)
+    _add_solver(p, extra=False)
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="where to fit (default auto: GPU if CuPy and a device are available)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument("--chunk-size", type=_positive_int, default=1000, metavar="K",
+                   help="spectra read, fitted and committed at a time (default 1000)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("plot", help="plot data, fit, components and residuals to an image",
+                       description="Fit one spectrum and save a figure: data, total fit, each "
+                                   "component (and baseline), residuals (needs matplotlib).")
+    p.add_argument("file", metavar="FILE")
+    _add_model(p)
+    _add_reading(p)
+    p.add_argument("--index", type=_nonneg_int, default=0, metavar="I",
+                   help="spectrum to plot (0-based, default 0)")
+    _add_solver(p)
+    p.add_argument("-o", "--out", required=True, metavar="IMAGE",
+                   help="output image (.png, .pdf, .svg, ...)")
+    p.add_argument("--no-components", action="store_true", help="do not draw each peak")
+    p.add_argument("--no-residuals", action="store_true", help="no residual panel")
+    p.add_argument("--title", help="figure title")
+    p.add_argument("--dpi", type=_positive_int, default=120)
+
+    p = sub.add_parser("compare-matlab", help="compare with a MATLAB gaussN result",
+                       description="Fit FILE the MATLAB way (gaussnstart, MATLAB term order) and "
+                                   "the peakfit way, match the peaks to MATLAB's by centre and "
+                                   "print a side-by-side table. RESULT is MATLAB's printed cfit "
+                                   "display (optionally with cftool's 'Goodness of fit:' block) "
+                                   "in a text file, or a .mat file with the coefficients. Exit "
+                                   "code 0 when all coefficients agree.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--matlab", required=True, metavar="RESULT",
+                   help="MATLAB's printed output (text) or a .mat file with the coefficients")
+    p.add_argument("-n", "--peaks", dest="n", type=_positive_int, default=None, metavar="N",
+                   help="number of peaks (default: from RESULT)")
+    _add_reading(p)
+    p.add_argument("--index", type=_nonneg_int, metavar="I",
+                   help="spectrum of FILE to use when it holds several (0-based)")
+    p.add_argument("--mat-variable", metavar="NAME", help=".mat: name of the coefficient vector")
+    p.add_argument("--rtol", type=_positive_float, default=1e-3,
+                   help="relative tolerance of agreement (default 1e-3: MATLAB prints 4 "
+                        "significant digits and stops at TolFun 1e-6)")
+    p.add_argument("--atol", type=float, default=0.0,
+                   help="absolute tolerance added to rtol*|MATLAB value| (default 0)")
+    p.add_argument("--use-bounds", action="store_true",
+                   help="a coefficient also agrees when it lies inside MATLAB's confidence "
+                        "bounds")
+    p.add_argument("--against", choices=("auto", "matlab"), default="auto",
+                   help="which peakfit fit decides the exit code: the peakfit way (auto, "
+                        "default) or the MATLAB way (matlab start and order)")
+    p.add_argument("--tol-fun", type=_positive_float, default=1e-6, metavar="T",
+                   help="TolFun of both peakfit fits (default MATLAB's 1e-6)")
+    p.add_argument("--tol-x", type=_positive_float, default=1e-6, metavar="T",
+                   help="TolX of both peakfit fits (default MATLAB's 1e-6)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("gd-demo", help="gradient-descent figures and report (peakfit.gd)",
+                       description="Run the gradient-descent demonstrations of peakfit.gd and "
+                                   "write the figures and report.md to DIR.")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--quick", action="store_true", help="small problems, a few seconds")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _read_opts(args: argparse.Namespace) -> dict[str, Any]:
+    return {"x": args.x, "y": args.y, "layout": args.layout, "dataset": args.dataset,
+            "delimiter": args.delimiter, "skip_header": args.skip_header}
+
+
+def _load(path: str, args: argparse.Namespace) -> Any:
+    from .io import load_spectra
+
+    return load_spectra(path, **_read_opts(args))
+
+
+def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {"baseline": args.baseline, "start": args.start,
+                          "tol_fun": args.tol_fun, "tol_x": args.tol_x,
+                          "max_iter": args.max_iter}
+    if getattr(args, "smooth", None) is not None:
+        kw["smooth"] = args.smooth
+    if getattr(args, "downsample", None) is not None:
+        kw["downsample"] = args.downsample
+    if getattr(args, "nan_policy", None) is not None:
+        kw["nan_policy"] = args.nan_policy
+    if isinstance(kw["start"], list):
+        kw["start"] = np.asarray(kw["start"], dtype=float)
+    return kw
+
+
+def _select(spectra: Any, index: int | None) -> list[int]:
+    if index is None:
+        return list(range(spectra.k))
+    if index >= spectra.k:
+        raise _UsageError(
+            f"--index {index}: {spectra.source} holds {spectra.k} spectr"
+            f"{'um' if spectra.k == 1 else 'a'} (indices 0..{spectra.k - 1})"
+        )
+    return [index]
+
+
+def _fmt_means(means: np.ndarray) -> str:
+    return "  ".join(f"{v:.10g}" for v in means)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN/Inf -> None, recursively."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(float(v)) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def _print_json(obj: Any, out: TextIO) -> None:
+    out.write(json.dumps(_clean(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def _cli_warnings() -> Iterator[None]:
+    """Show warnings as one ``peakfit: warning: ...`` line each (no file/line noise)."""
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+             line: Any = None) -> None:
+        print(f"peakfit: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        old = warnings.showwarning
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old
+
+
+def _report_fit(result: Any, header: str, out: TextIO, level: float = 0.95) -> None:
+    out.write(f"{header}\n")
+    out.write(result.display("f", level=level) + "\n")
+    out.write(f"\nMeans (sorted): {_fmt_means(result.means)}\n")
+
+
+# --------------------------------------------------------------------------------------------
+# demo / fit / plot
+# --------------------------------------------------------------------------------------------
+
+
+def _bundled_example() -> Any:
+    from importlib import resources
+
+    from .io import load_spectra
+
+    ref = resources.files("peakfit") / "data" / "example_4peaks.csv"
+    with resources.as_file(ref) as path:
+        return load_spectra(path)
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from .fit import fit_gaussians
+
+    s = _bundled_example()
+    r = fit_gaussians(s.x, s.Y[0], 4)
+    if args.json:
+        _print_json({"source": "peakfit/data/example_4peaks.csv", **r.to_dict()}, out)
+    else:
+        _report_fit(r, f"peakfit demo: 4 Gaussians fitted to the bundled example "
+                       f"({s.m} points, true means 470, 492, 560, 620)", out)
+    return EXIT_OK if r.converged else EXIT_FIT_PROBLEM
+
+
+def _cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
+    from .fit import fit_gaussians
+
+    s = _load(args.file, args)
+    kw = _fit_kwargs(args)
+    items = []
+    status = EXIT_OK
+    chosen = _select(s, args.index)
+    for i in chosen:
+        try:
+            r = fit_gaussians(s.x_of(i), s.Y[i], args.n, **kw)
+        except InputError as exc:
+            raise InputError(f"{s.source}, spectrum {i} ({s.names[i]}): {exc}") from exc
+        if not r.converged:
+            status = EXIT_FIT_PROBLEM
+        if args.json:
+            items.append({"index": i, "name": s.names[i], **r.to_dict()})
+        else:
+            if i != chosen[0]:
+                out.write("\n")
+            _report_fit(r, f"{s.source}: spectrum {i} ({s.names[i]}), {s.m} points",
+                        out, args.level)
+            if not r.converged:
+                out.write(f"Not converged: {r.output.message}\n")
+    if args.json:
+        _print_json({"source": s.source, "spectra": items}, out)
+    return status
+
+
+def _cmd_plot(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        import matplotlib
+    except ImportError:
+        raise _UsageError(
+            'plotting needs matplotlib; install it with: pip install "peakfit[plot]"'
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fit import fit_gaussians
+    from .plot import plot_fit
+
+    s = _load(args.file, args)
+    (i,) = _select(s, args.index)
+    r = fit_gaussians(s.x_of(i), s.Y[i], args.n, **_fit_kwargs(args))
+    fig = plot_fit(r, components=not args.no_components, residuals=not args.no_residuals,
+                   title=args.title)
+    try:
+        fig.savefig(args.out, dpi=args.dpi, bbox_inches="tight")
+    except (OSError, ValueError) as exc:
+        msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputError(f"cannot write {args.out}: {msg}") from exc
+    finally:
+        plt.close(fig)
+    out.write(f"wrote {args.out} (spectrum {i} of {s.source}; means "
+              f"{_fmt_means(r.means)}; SSE {r.gof.sse:.6g})\n")
+    return EXIT_OK if r.converged else EXIT_FIT_PROBLEM
+
+
+# --------------------------------------------------------------------------------------------
+# batch
+# --------------------------------------------------------------------------------------------
+
+
+def _expand_inputs(inputs: Sequence[str], out: str) -> list[str]:
+    """Files as given; a folder stands for its supported files (sorted, not recursive).
+
+    The output table is never an input, even when it lies in an input folder.
+    """
+    paths: list[str] = []
+    out_abs = os.path.abspath(out)
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(item, f) for f in os.listdir(item)
+                if os.path.splitext(f)[1].lower() in _INPUT_EXTS
+                and os.path.isfile(os.path.join(item, f))
+                and os.path.abspath(os.path.join(item, f)) != out_abs
+            )
+            if not found:
+                raise InputError(f"{item}: folder has no spectra files "
+                                 f"({' '.join(_INPUT_EXTS)})")
+            paths.extend(found)
+        else:
+            paths.append(item)
+    seen: set[str] = set()
+    unique = []
+    for p in paths:
+        key = os.path.normpath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(key)
+    return unique
+
+
+class _Progress:
+    """tqdm bar on a terminal; otherwise a log line to stderr every ``interval`` seconds."""
+
+    def __init__(self, total: int, initial: int, quiet: bool, interval: float = 5.0) -> None:
+        self.total, self.n, self.quiet, self.interval = total, initial, quiet, interval
+        self.t0 = time.monotonic()
+        self.fitted = 0
+        self.last = self.t0
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, initial=initial, unit="spectra", file=sys.stderr,
+                                dynamic_ncols=True, smoothing=0.1)
+
+    def update(self, done: int, fitted: int) -> None:
+        self.n += done
+        self.fitted += fitted
+        if self.bar is not None:
+            self.bar.update(done)
+            return
+        now = time.monotonic()
+        if not self.quiet and now - self.last >= self.interval:
+            self.last = now
+            print(f"peakfit: {self.line()}", file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        dt = max(time.monotonic() - self.t0, 1e-9)
+        rate = self.fitted / dt
+        left = self.total - self.n
+        eta = f", ETA {left / rate:.0f} s" if rate > 0 and left > 0 else ""
+        return f"{self.n}/{self.total} spectra ({rate:.1f} spectra/s{eta})"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fit_chunk(x: np.ndarray, Y: np.ndarray, args: argparse.Namespace) -> Any:
+    from .batch import fit_gaussians_batch
+
+    start: Any = args.start
+    if isinstance(start, list):
+        start = np.asarray(start, dtype=float)
+    return fit_gaussians_batch(
+        x, Y, args.n, device=args.device, dtype=args.dtype, start=start,
+        baseline=args.baseline, tol_fun=args.tol_fun, tol_x=args.tol_x, max_iter=args.max_iter,
+    )
+
+
+def _chunk_table(source: str, start: int, spectra: Any, rows: np.ndarray,
+                 args: argparse.Namespace) -> dict[str, Any]:
+    """Fit rows ``rows`` (chunk-local) of a chunk; the table with source/index/name columns."""
+    from .result import FitState
+
+    Y = spectra.Y[rows]
+    if spectra.x.ndim == 1:
+        x = spectra.x
+    elif np.all(spectra.x[rows] == spectra.x[rows][:1]):
+        x = spectra.x[rows[0]]
+    else:
+        x = spectra.x[rows]
+    table = _fit_chunk(x, Y, args).to_table()
+    out: dict[str, Any] = {
+        "source": [source] * rows.size,
+        "index": (start + rows).astype(np.int64),
+        "name": [spectra.names[j] for j in rows],
+    }
+    for key, col in table.items():
+        if key == "index":
+            continue
+        if key == "state" and np.asarray(col).dtype.kind in "iu":
+            col = np.array([FitState(int(v)).name.lower() for v in np.asarray(col)], dtype=str)
+        out[key] = col
+    return out
+
+
+def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
+    from .io import ResultWriter, count_spectra, iter_spectra_chunks, read_table
+
+    read_opts = _read_opts(args)
+    paths = _expand_inputs(args.inputs, args.out)
+    counts = {p: count_spectra(p, **read_opts) for p in paths}  # input errors before any work
+    total = sum(counts.values())
+    writer = ResultWriter(args.out)
+    committed = fitted = 0
+    failed_now = 0
+    progress = None
+    try:
+        done = {k for k in writer.done_keys() if k[0] in counts}
+        if done and not args.quiet:
+            print(f"peakfit: resuming {args.out}: {len(done)} of {total} spectra already done",
+                  file=sys.stderr)
+        progress = _Progress(total, len(done), args.quiet)
+        for path in paths:
+            if sum(1 for k in done if k[0] == path) >= counts[path]:
+                continue  # the whole file is done: do not even read it
+            for start, chunk in iter_spectra_chunks(path, args.chunk_size, **read_opts):
+                idx = start + np.arange(chunk.k)
+                todo = np.array([(path, int(i)) not in done for i in idx], dtype=bool)
+                rows = np.flatnonzero(todo)
+                if rows.size:
+                    table = _chunk_table(path, start, chunk, rows, args)
+                    failed_now += int(np.sum(np.asarray(table["state"]) != "converged"))
+                    committed += writer.write_chunk(table)
+                    fitted += rows.size
+                progress.update(int(rows.size), int(rows.size))
+        progress.close()
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        writer.close()
+        print(f"peakfit: interrupted; {committed} spectra committed to {args.out} in this run. "
+              "Rerun the same command to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        writer.close()
+    failed = failed_now
+    resumed = total - fitted
+    if resumed:
+        table = read_table(args.out)
+        mine = np.isin(table["source"], list(counts))
+        failed = int(np.sum(mine & (np.asarray(table["state"]) != "converged")))
+    summary = (f"peakfit: {total} spectra from {len(paths)} file(s) in {args.out}: "
+               f"{fitted} fitted now, {resumed} already done; {failed} not converged")
+    if not args.quiet:
+        print(summary, file=sys.stderr)
+    out.write(f"{args.out}: {total} spectra, {total - failed} converged, {failed} not "
+              "converged\n")
+    return EXIT_FIT_PROBLEM if failed else EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# compare-matlab
+# --------------------------------------------------------------------------------------------
+
+
+def _match_terms(b_ours: np.ndarray, b_matlab: np.ndarray) -> np.ndarray:
+    """``perm[j]`` = our term matched to MATLAB term ``j`` (minimum total |Δb|)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.abs(b_ours[:, None] - b_matlab[None, :])
+    cost = np.where(np.isfinite(cost), cost, 1e300)
+    rows, cols = linear_sum_assignment(cost)
+    perm = np.empty(b_matlab.size, dtype=int)
+    perm[cols] = rows
+    return perm
+
+
+def _aligned(result: Any, perm: np.ndarray) -> np.ndarray:
+    p = np.asarray(result.p, dtype=float)
+    return np.concatenate([p[3 * i : 3 * i + 3] for i in perm])
+
+
+def compare_with_matlab(
+    x: Any, y: Any, matlab: Any, *, rtol: float = 1e-3, atol: float = 0.0,
+    use_bounds: bool = False, against: str = "auto", tol_fun: float = 1e-6,
+    tol_x: float = 1e-6,
+) -> dict[str, Any]:
+    """Fit ``x, y`` the MATLAB way and the peakfit way and compare with a MATLAB result.
+
+    Parameters
+    ----------
+    x, y : array_like
+        The data MATLAB fitted.
+    matlab : peakfit.matlab_text.MatlabFit
+        MATLAB's result (:func:`peakfit.matlab_text.parse_matlab_fit`).
+    rtol, atol : float
+        A coefficient agrees when ``|ours - MATLAB| <= atol + rtol*|MATLAB|``.
+    use_bounds : bool
+        Also accept a coefficient inside MATLAB's confidence bounds.
+    against : {'auto', 'matlab'}
+        Which fit decides ``agree``: the peakfit-way fit or the MATLAB-way fit.
+    tol_fun, tol_x : float
+        Tolerances of both peakfit fits.
+
+    Returns
+    -------
+    dict
+        ``rows`` (one per MATLAB coefficient: ``name``, ``peakfit``, ``peakfit_matlab_start``,
+        ``matlab``, ``difference``, ``relative``, ``in_bounds``, ``agree``), ``gof`` (SSE,
+        R² ... of both fits, of MATLAB's printed block and at MATLAB's coefficients),
+        ``matching`` (our term for each MATLAB term), ``agree``, ``n``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peakfit.matlab_text import parse_matlab_fit
+    >>> x = np.linspace(-5, 5, 101)
+    >>> y = 2 * np.exp(-((x - 0.5) / 1.5) ** 2)
+    >>> m = parse_matlab_fit("a1 = 2 (1.9, 2.1)\\nb1 = 0.5 (0.4, 0.6)\\nc1 = 1.5 (1.4, 1.6)")
+    >>> cmp = compare_with_matlab(x, y, m)
+    >>> cmp["agree"], [r["name"] for r in cmp["rows"]]
+    (True, ['a1', 'b1', 'c1'])
+    """
+    from .fit import fit_gaussians
+    from .matlab import fit as matlab_fit
+
+    n = matlab.n_terms
+    if n is None:
+        raise InputError(
+            "the MATLAB result does not say how many Gaussian terms it has "
+            f"(coefficients {', '.join(matlab.coefficients)}); expected a1, b1, c1, ..."
+        )
+    names = [f"{p}{i}" for i in range(1, n + 1) for p in "abc"]
+    missing = [nm for nm in names if nm not in matlab.coefficients]
+    if missing:
+        raise InputError(f"the MATLAB result lacks the coefficients {', '.join(missing)}")
+    extra = {}
+    if matlab.normalized is not None:
+        extra["Normalize"] = "on"
+    mat_p = np.array([matlab.coefficients[nm] for nm in names])
+    lower = np.array([matlab.lower.get(nm, math.nan) for nm in names])
+    upper = np.array([matlab.upper.get(nm, math.nan) for nm in names])
+    ours = fit_gaussians(x, y, n, tol_fun=tol_fun, tol_x=tol_x, **extra)
+    mway, _, _ = matlab_fit(x, y, f"gauss{n}", TolFun=tol_fun, TolX=tol_x, **extra)
+    b_mat = mat_p[1::3]
+    perm_auto = _match_terms(ours.b, b_mat)
+    perm_mway = _match_terms(mway.b, b_mat)
+    v_auto = _aligned(ours, perm_auto)
+    v_mway = _aligned(mway, perm_mway)
+    decide = v_auto if against == "auto" else v_mway
+    rows = []
+    for j, nm in enumerate(names):
+        diff = decide[j] - mat_p[j]
+        rel = abs(diff) / abs(mat_p[j]) if mat_p[j] != 0 else (0.0 if diff == 0 else math.inf)
+        has_bounds = math.isfinite(lower[j]) and math.isfinite(upper[j])
+        inside = bool(lower[j] <= decide[j] <= upper[j]) if has_bounds else None
+        ok = abs(diff) <= atol + rtol * abs(mat_p[j])
+        if use_bounds and inside:
+            ok = True
+        rows.append({
+            "name": nm, "peakfit": float(v_auto[j]), "peakfit_matlab_start": float(v_mway[j]),
+            "matlab": float(mat_p[j]), "difference": float(diff), "relative": float(rel),
+            "in_bounds": inside, "agree": bool(ok),
+            "fixed_at_bound": nm in matlab.fixed_at_bound,
+        })
+    xin = np.asarray(x, dtype=float)
+    if matlab.normalized is not None:
+        mu, sd = matlab.normalized
+        xin = (xin - mu) / sd
+    yv = np.asarray(y, dtype=float)
+    f_mat = ours.model(xin, mat_p)
+    sse_at = float(np.sum((yv - f_mat) ** 2))
+    sst = float(np.sum((yv - yv.mean()) ** 2))
+    gof = {
+        "peakfit": ours.gof.as_dict(),
+        "peakfit_matlab_start": mway.gof.as_dict(),
+        "matlab_printed": dict(matlab.gof),
+        "at_matlab_coefficients": {"sse": sse_at,
+                                   "rsquare": 1 - sse_at / sst if sst > 0 else math.nan},
+    }
+    return {
+        "n": n, "rows": rows, "gof": gof, "agree": all(r["agree"] for r in rows),
+        "against": against, "rtol": rtol, "atol": atol, "use_bounds": use_bounds,
+        "level": matlab.level,
+        "matching": {"peakfit": [int(i) + 1 for i in perm_auto],
+                     "peakfit_matlab_start": [int(i) + 1 for i in perm_mway]},
+        "converged": {"peakfit": ours.converged, "peakfit_matlab_start": mway.converged},
+    }
+
+
+def _g(v: Any, spec: str = ".6g") -> str:
+    width = spec.split(".")[0]
+    pad = int(width) if width.isdigit() else 0
+    if v is None:
+        return "-".rjust(pad)
+    v = float(v)
+    if math.isnan(v):
+        return "NaN".rjust(pad)
+    if math.isinf(v):
+        return ("Inf" if v > 0 else "-Inf").rjust(pad)
+    return format(v, spec)
+
+
+def _print_comparison(cmp: dict[str, Any], data: str, result: str, out: TextIO) -> None:
+    n = cmp["n"]
+    pct = f"{cmp['level'] * 100:g}%"
+    out.write(f"Comparison of {data} with MATLAB's gauss{n} result {result}\n")
+    match = ", ".join(f"{j + 1}<-{i}" for j, i in enumerate(cmp["matching"]["peakfit"]))
+    out.write(f"Peaks matched by centre (MATLAB term <- peakfit term): {match}\n\n")
+    head = (f"{'coefficient':<11} {'peakfit':>12} {'MATLAB start':>12} {'MATLAB':>12} "
+            f"{'difference':>11} {'rel. diff':>9}  {'in ' + pct + ' bounds':<16} agree")
+    out.write(head + "\n" + "-" * len(head) + "\n")
+    for r in cmp["rows"]:
+        inb = ("fixed at bound" if r["fixed_at_bound"] else
+               "-" if r["in_bounds"] is None else "yes" if r["in_bounds"] else "NO")
+        out.write(f"{r['name']:<11} {_g(r['peakfit'], '12.6g')} "
+                  f"{_g(r['peakfit_matlab_start'], '12.6g')} {_g(r['matlab'], '12.6g')} "
+                  f"{_g(r['difference'], '11.3g')} {_g(r['relative'], '9.2g')}  {inb:<16} "
+                  f"{'yes' if r['agree'] else 'NO'}\n")
+    g = cmp["gof"]
+    out.write(f"\n{'':<26} {'SSE':>12} {'R-square':>12} {'RMSE':>12}\n")
+    lines = [("peakfit", g["peakfit"]), ("peakfit (MATLAB start)", g["peakfit_matlab_start"]),
+             ("MATLAB (printed)", g["matlab_printed"]),
+             ("at MATLAB's coefficients", g["at_matlab_coefficients"])]
+    for label, d in lines:
+        if not d:
+            continue
+        out.write(f"{label:<26} {_g(d.get('sse'), '12.6g')} {_g(d.get('rsquare'), '12.6g')} "
+                  f"{_g(d.get('rmse'), '12.6g')}\n")
+    which = "peakfit" if cmp["against"] == "auto" else "peakfit (MATLAB start)"
+    crit = f"rtol {cmp['rtol']:g}" + (f", atol {cmp['atol']:g}" if cmp["atol"] else "")
+    if cmp["use_bounds"]:
+        crit += f" or inside MATLAB's {pct} bounds"
+    bad = [r["name"] for r in cmp["rows"] if not r["agree"]]
+    if not bad:
+        out.write(f"\nAGREE: all {len(cmp['rows'])} coefficients of {which} match MATLAB "
+                  f"({crit}).\n")
+    else:
+        out.write(f"\nDISAGREE: {', '.join(bad)} of {which} differ from MATLAB ({crit}).\n")
+        sse_ours = g["peakfit" if cmp["against"] == "auto" else "peakfit_matlab_start"]["sse"]
+        sse_mat = g["matlab_printed"].get("sse", g["at_matlab_coefficients"]["sse"])
+        if sse_ours < sse_mat * (1 - 1e-3):
+            out.write(f"Note: {which} has the lower SSE ({_g(sse_ours)} vs {_g(sse_mat)}): "
+                      "MATLAB stopped in a worse local minimum.\n")
+
+
+def _cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
+    from .matlab_text import load_matlab_coefficients, parse_matlab_fit
+
+    if os.path.splitext(args.matlab)[1].lower() == ".mat":
+        mfit = load_matlab_coefficients(args.matlab, variable=args.mat_variable)
+    else:
+        if not os.path.isfile(args.matlab):
+            from .io import MissingFileError
+
+            if os.path.isdir(args.matlab):
+                raise FileFormatError("is a directory, expected a text file", args.matlab)
+            raise MissingFileError(args.matlab)
+        mfit = parse_matlab_fit(Path(args.matlab))
+    if mfit.n_terms is None:
+        raise InputError(
+            f"{args.matlab}: cannot tell the number of Gaussian terms: the coefficients are "
+            f"{', '.join(mfit.coefficients)}; expected a1, b1, c1, ..., aN, bN, cN"
+        )
+    if args.n is not None and args.n != mfit.n_terms:
+        raise _UsageError(f"-n {args.n} but {args.matlab} holds a gauss{mfit.n_terms} result")
+    s = _load(args.file, args)
+    if args.index is None and s.k > 1:
+        raise _UsageError(f"{s.source} holds {s.k} spectra; choose one with --index")
+    (i,) = _select(s, args.index if args.index is not None else 0)
+    cmp = compare_with_matlab(s.x_of(i), s.Y[i], mfit, rtol=args.rtol, atol=args.atol,
+                              use_bounds=args.use_bounds, against=args.against,
+                              tol_fun=args.tol_fun, tol_x=args.tol_x)
+    if args.json:
+        _print_json({"data": s.source, "index": i, "matlab": args.matlab, **cmp}, out)
+    else:
+        _print_comparison(cmp, f"{s.source} (spectrum {i}, {s.m} points)", args.matlab, out)
+    return EXIT_OK if cmp["agree"] else EXIT_FIT_PROBLEM
+
+
+# --------------------------------------------------------------------------------------------
+# gd-demo and main
+# --------------------------------------------------------------------------------------------
+
+
+def _cmd_gd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        from .gd.demo import run_demo
+    except ImportError as exc:
+        raise _UsageError(f"the gradient-descent demo is not available: {exc}") from None
+    res = run_demo(args.out, quick=args.quick)
+    out.write(f"wrote the gradient-descent demo to {args.out}\n")
+    if isinstance(res, dict):
+        for key, val in res.items():
+            if isinstance(val, (str, int, float, os.PathLike)):
+                out.write(f"  {key}: {val}\n")
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "fit": _cmd_fit,
+    "batch": _cmd_batch,
+    "plot": _cmd_plot,
+    "compare-matlab": _cmd_compare,
+    "gd-demo": _cmd_gd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``peakfit`` command line; returns the exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 success, 1 fit problems (non-converged fits, disagreement with MATLAB), 2 usage or
+        input errors, 130 interrupted.
+
+    Examples
+    --------
+    >>> main(["fit", "no-such-file.csv"])
+    2
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a usage error (2)
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    out = sys.stdout
+    try:
+        with _cli_warnings(), np.errstate(all="ignore"):
+            return _COMMANDS[args.command](args, out)
+    except (PeakfitError, _UsageError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except ImportError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except BrokenPipeError:  # pragma: no cover - `peakfit fit ... | head`
+        return EXIT_OK
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _error(f"{where}{exc.strerror or exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _error(message: str) -> None:
+    print(f"peakfit: error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

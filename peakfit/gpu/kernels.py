@@ -1,0 +1,379 @@
+"""Generated CUDA source of the fused normal-equations kernel, and its CuPy evaluator.
+
+One kernel evaluates, for a set of spectra, the weighted sum of squares ``S``, the normal matrix
+``A = JᵀWJ`` and the gradient ``g = JᵀWr`` of the gaussN model (plus baseline) at given
+coefficients. Model, residual and Jacobian are computed point by point and folded into the sums
+at once, in registers: the Jacobian never exists in GPU memory, and a spectrum costs one read of
+its data per evaluation. Only ``S`` (1), ``g`` (P) and ``A`` (P x P, from its P(P+1)/2 unique
+accumulators) are written.
+
+Design
+------
+* **One thread per spectrum, points-major layout.** Thread ``s`` walks the ``m`` points of
+  spectrum ``idx[s]``; data are read as ``Y[i * ld + col]`` so that the 32 threads of a warp read
+  32 consecutive words for each point (coalesced). The driver transposes each chunk once on the
+  device (``(m, k)`` copy, no host round trip) and re-packs it when most rows have finished, so
+  reads stay coalesced as the active set shrinks. Row-major data can also be read directly
+  (``layout='rows'``, strides are kernel arguments) at the cost of uncoalesced loads.
+* **Registers.** The accumulators are generated as scalar variables (``A_0_0``, ``A_0_1``, ...),
+  not arrays, so the compiler keeps them in registers for gauss1-gauss4 (91 sums for
+  P = 12); larger models spill to L1-cached local memory and stay correct.
+* **Generated from the model.** The source is produced in a loop over the terms of a
+  :class:`~peakfit.models.GaussianModel` and over its baseline (any ``n``, every baseline),
+  compiled at run time by NVRTC through ``cupy.RawKernel`` and cached per
+  ``(n, baseline, dtype, layout of x and weights)``; no build step.
+* **Precision.** ``REAL`` (float or double) is the type of the data, the model and ``A``;
+  ``S`` and ``g`` are always accumulated in double. In float32 the normal matrix only shapes the
+  step (its rounding changes the path, not the minimum), while ``g`` defines the stationary
+  point and ``S`` drives the gain ratio and the ``TolFun`` test, which need more than float32's
+  7 digits for relative changes near 1e-6. Float32 uses the fast ``__expf`` by default.
+* **Testable on the CPU.** The per-spectrum routine is plain C behind a few macros
+  (``PF_DEVICE``, ``PF_EXP``); with ``-DPF_HOST`` (no CUDA) the same text compiles with any C
+  compiler into a host loop ``<name>_host``, which the test-suite compares with
+  :class:`peakfit.solvers.lm.NormalEquations`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from ..models import GaussianModel
+
+__all__ = [
+    "FusedNormalEquations",
+    "generate_source",
+    "get_kernel",
+    "kernel_name",
+]
+
+_C_TYPES = {"float64": "double", "float32": "float"}
+
+
+def kernel_name(model: GaussianModel, dtype: str, x_per_row: bool, weights: str) -> str:
+    """Name of the generated kernel for a configuration."""
+    return (f"pf_normal_n{model.n}_{model.baseline}_{np.dtype(dtype).name}"
+            f"_x{'row' if x_per_row else 'shared'}_w{weights}")
+
+
+def _fmt(v: float) -> str:
+    return repr(float(v))
+
+
+def generate_source(
+    model: GaussianModel,
+    dtype: str = "float64",
+    *,
+    x_per_row: bool = False,
+    weights: str = "none",
+    fast_exp: bool | None = None,
+) -> str:
+    """CUDA C source (also valid C99 with ``-DPF_HOST``) of the fused normal-equations kernel.
+
+    Parameters
+    ----------
+    model : GaussianModel
+        ``n`` and baseline; the terms are generated in a loop over ``model``.
+    dtype : {'float64', 'float32'}
+        Type of data, model values and ``A`` (``S`` and ``g`` are always double).
+    x_per_row : bool
+        x has one row per spectrum (else one shared vector).
+    weights : {'none', 'shared', 'row'}
+        No weights, one shared vector of sqrt-weights, or one per spectrum.
+    fast_exp : bool, optional
+        Use CUDA's ``__expf`` for float32 (default True for float32). Host builds always use
+        the C library.
+
+    Returns
+    -------
+    str
+        Source defining ``PF_DEVICE void <name>_point_sums(...)`` (one spectrum), the kernel
+        ``extern "C" __global__ void <name>(...)`` under CUDA, and ``void <name>_host(...)``
+        (a loop over spectra) under ``PF_HOST``.
+
+    Examples
+    --------
+    >>> src = generate_source(GaussianModel(2, 'linear'))
+    >>> 'pf_normal_n2_linear_float64_xshared_wnone' in src and src.count('A_') > 36
+    True
+    """
+    dt = np.dtype(dtype).name
+    if dt not in _C_TYPES:
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    if weights not in ("none", "shared", "row"):
+        raise ValueError(f"weights must be 'none', 'shared' or 'row', got {weights!r}")
+    real = _C_TYPES[dt]
+    if fast_exp is None:
+        fast_exp = dt == "float32"
+    name = kernel_name(model, dt, x_per_row, weights)
+    n = model.n
+    P = model.n_params
+    n3 = 3 * n
+    bl = model.baseline
+    L: list[str] = []
+    w = L.append
+    w(f"/* generated by peakfit.gpu.kernels for {model.matlab_name}, {dt} */")
+    w("#if defined(__CUDACC__) || defined(__CUDACC_RTC__)")
+    w("#define PF_DEVICE __device__ __forceinline__")
+    w("#define PF_RESTRICT __restrict__")
+    if dt == "float32":
+        w("#define PF_EXP(v) " + ("__expf(v)" if fast_exp else "expf(v)"))
+    else:
+        w("#define PF_EXP(v) exp(v)")
+    w("#else")
+    w("#include <math.h>")
+    w("#define PF_DEVICE static inline")
+    w("#define PF_RESTRICT restrict")
+    w("#define PF_EXP(v) " + ("expf(v)" if dt == "float32" else "exp(v)"))
+    w("#endif")
+    w(f"typedef {real} pf_real;")
+    w("typedef long long pf_index;")
+    w("")
+    # ------------------------------------------------------------------ per-spectrum routine
+    w(f"PF_DEVICE void {name}_point_sums(")
+    w("    int m, const pf_real* PF_RESTRICT x, pf_index x_step,")
+    w("    const pf_real* PF_RESTRICT y, pf_index y_step,")
+    w("    const pf_real* PF_RESTRICT sw, pf_index w_step,")
+    w("    const pf_real* PF_RESTRICT p,")
+    w("    double* PF_RESTRICT sse_out, pf_real* PF_RESTRICT A_out, pf_real* PF_RESTRICT g_out)")
+    w("{")
+    for j in range(n):
+        w(f"    const pf_real a{j} = p[{3 * j}], b{j} = p[{3 * j + 1}], c{j} = p[{3 * j + 2}];")
+        # c == 0: the term and its derivatives are 0 (MATLAB's guard), via the factor nz
+        w(f"    const pf_real nz{j} = (c{j} == (pf_real)0) ? (pf_real)0 : (pf_real)1;")
+        w(f"    const pf_real rc{j} = (c{j} == (pf_real)0) ? (pf_real)0 : (pf_real)1 / c{j};")
+        w(f"    const pf_real tw{j} = (pf_real)2 * rc{j};")
+    for i in range(len(model.baseline_names)):
+        w(f"    const pf_real q{i} = p[{n3 + i}];")
+    for r in range(P):
+        for c in range(r, P):
+            w(f"    pf_real A_{r}_{c} = 0;")
+    for r in range(P):
+        w(f"    double g_{r} = 0;")
+    w("    double s = 0;")
+    w("    for (int i = 0; i < m; ++i) {")
+    w("        const pf_real xv = x[i * x_step];")
+    w("        const pf_real yv = y[i * y_step];")
+    w("        pf_real f = 0;")
+    for j in range(n):
+        w(f"        const pf_real t{j} = (xv - b{j}) * rc{j};")
+        w(f"        const pf_real e{j} = PF_EXP(-(t{j} * t{j})) * nz{j};")
+        w(f"        const pf_real ae{j} = a{j} * e{j};")
+        w(f"        f += ae{j};")
+        w(f"        pf_real J{3 * j} = e{j};")
+        w(f"        pf_real J{3 * j + 1} = ae{j} * t{j} * tw{j};")
+        w(f"        pf_real J{3 * j + 2} = J{3 * j + 1} * t{j};")
+    if bl == "constant":
+        w("        f += q0;")
+        w(f"        pf_real J{n3} = 1;")
+    elif bl == "linear":
+        w("        f += q0 + q1 * xv;")
+        w(f"        pf_real J{n3} = 1;")
+        w(f"        pf_real J{n3 + 1} = xv;")
+    elif bl == "quadratic":
+        w("        f += q0 + (q1 + q2 * xv) * xv;")
+        w(f"        pf_real J{n3} = 1;")
+        w(f"        pf_real J{n3 + 1} = xv;")
+        w(f"        pf_real J{n3 + 2} = xv * xv;")
+    elif bl == "exponential":
+        w("        const pf_real ex = PF_EXP(-q1 * xv);")
+        w("        f += q0 * ex;")
+        w(f"        pf_real J{n3} = ex;")
+        w(f"        pf_real J{n3 + 1} = -q0 * xv * ex;")
+    w("        pf_real r = yv - f;")
+    if weights != "none":
+        w("        const pf_real wv = sw[i * w_step];")
+        w("        r *= wv;")
+        for j in range(P):
+            w(f"        J{j} *= wv;")
+    w("        s += (double)r * (double)r;")
+    for j in range(P):
+        w(f"        g_{j} += (double)J{j} * (double)r;")
+    for r in range(P):
+        for c in range(r, P):
+            w(f"        A_{r}_{c} += J{r} * J{c};")
+    w("    }")
+    w("    *sse_out = s;")
+    for r in range(P):
+        w(f"    g_out[{r}] = (pf_real)g_{r};")
+    for r in range(P):
+        for c in range(P):
+            lo_, hi_ = min(r, c), max(r, c)
+            w(f"    A_out[{r * P + c}] = A_{lo_}_{hi_};")
+    w("}")
+    w("")
+    # ------------------------------------------------------------------ drivers
+    args = ("const long long* PF_RESTRICT cols, int nrows, int m,\n"
+            "    const pf_real* x, pf_index x_row, pf_index x_step,\n"
+            "    const pf_real* y, pf_index y_row, pf_index y_step,\n"
+            "    const pf_real* sw, pf_index w_row, pf_index w_step,\n"
+            "    const pf_real* p, double* sse, pf_real* A, pf_real* g")
+    body = (f"    const long long c = cols[s];\n"
+            f"    {name}_point_sums(m, x + c * x_row, x_step, y + c * y_row, y_step,\n"
+            f"        sw + c * w_row, w_step, p + (long long)s * {P}, sse + s,\n"
+            f"        A + (long long)s * {P * P}, g + (long long)s * {P});")
+    w("#if defined(__CUDACC__) || defined(__CUDACC_RTC__)")
+    w(f'extern "C" __global__ void {name}(\n    {args})')
+    w("{")
+    w("    const int s = blockIdx.x * blockDim.x + threadIdx.x;")
+    w("    if (s >= nrows) return;")
+    w(body)
+    w("}")
+    w("#else")
+    w(f"void {name}_host(\n    {args})")
+    w("{")
+    w("    for (int s = 0; s < nrows; ++s) {")
+    w(body)
+    w("    }")
+    w("}")
+    w("#endif")
+    return "\n".join(L) + "\n"
+
+
+@functools.lru_cache(maxsize=64)
+def get_kernel(model: GaussianModel, dtype: str, x_per_row: bool, weights: str,
+               fast_exp: bool | None = None) -> Any:
+    """The compiled ``cupy.RawKernel`` for a configuration (compiled once, then cached)."""
+    import cupy
+
+    src = generate_source(model, dtype, x_per_row=x_per_row, weights=weights,
+                          fast_exp=fast_exp)
+    name = kernel_name(model, np.dtype(dtype).name, x_per_row, weights)
+    return cupy.RawKernel(src, name, options=("--std=c++14",))
+
+
+class FusedNormalEquations:
+    """GPU evaluator ``(S, JᵀWJ, JᵀWr)`` for :func:`peakfit.solvers.lm.levenberg_marquardt`.
+
+    Drop-in for :class:`peakfit.solvers.lm.NormalEquations` with CuPy arrays: same arguments,
+    same results (to rounding), computed by the generated fused kernel.
+
+    Parameters
+    ----------
+    model : GaussianModel
+    x : cupy array (m,) or (k, m)
+    Y : cupy array (k, m)
+        float64 or float32 (the working precision).
+    sqrt_w : cupy array (m,) or (k, m), optional
+    layout : {'points', 'rows'}
+        ``'points'`` (default) copies the data once to a points-major ``(m, k)`` array so that
+        warps read coalesced; ``'rows'`` reads ``Y`` in place.
+    repack : float
+        With ``'points'``, re-pack the data to the active rows when fewer than this fraction of
+        the packed columns is still being evaluated.
+    block : int
+        Threads per block.
+    xp, kernel_factory : optional
+        Array module and ``factory(model, dtype, x_per_row, weights) -> launcher`` (default
+        CuPy and :func:`get_kernel`). The tests pass NumPy and a host build of the same
+        generated source, which exercises this driver (layouts, strides, re-packing) on a CPU.
+    """
+
+    def __init__(self, model: GaussianModel, x: Any, Y: Any, sqrt_w: Any = None, *,
+                 layout: str = "points", repack: float = 0.5, block: int = 128,
+                 xp: Any = None, kernel_factory: Any = None) -> None:
+        if xp is None:
+            import cupy as xp
+        self.cp = xp
+        cp = xp
+        self.model = model
+        dt = np.dtype(Y.dtype)
+        if dt not in (np.float32, np.float64):
+            raise ValueError(f"Y must be float32 or float64, got {dt}")
+        self.dtype = dt
+        self.k, self.m = (int(s) for s in Y.shape)
+        self.layout = layout
+        self.repack = float(repack)
+        self.block = int(block)
+        self.x_per_row = x.ndim == 2
+        self.weights = "none" if sqrt_w is None else ("row" if sqrt_w.ndim == 2 else "shared")
+        factory = get_kernel if kernel_factory is None else kernel_factory
+        self.kernel = factory(model, dt.name, self.x_per_row, self.weights)
+        self._rows_of_col = None
+        x = cp.ascontiguousarray(cp.asarray(x, dtype=dt))
+        Y = cp.ascontiguousarray(cp.asarray(Y, dtype=dt))
+        sw = None if sqrt_w is None else cp.ascontiguousarray(cp.asarray(sqrt_w, dtype=dt))
+        if layout == "points":
+            self._pack(x, Y, sw, None)
+        elif layout == "rows":
+            self.x, self.Y, self.sw = x, Y, sw
+            self._col_of_row = cp.arange(self.k, dtype=cp.int64)
+        else:
+            raise ValueError(f"layout must be 'points' or 'rows', got {layout!r}")
+        self._last_idx: Any = None
+        self.repacks = 0
+
+    # ---------------------------------------------------------------- data layout
+    def _pack(self, x: Any, Y: Any, sw: Any, rows: Any) -> None:
+        """Points-major copies of the rows ``rows`` (all when None)."""
+        cp = self.cp
+        if rows is not None:
+            Y = Y[:, rows] if self.layout == "points" else Y[rows]
+        self.Y = cp.ascontiguousarray(Y.T if rows is None else Y)
+        if self.x_per_row:
+            xr = x if rows is None else x[:, rows]
+            self.x = cp.ascontiguousarray(xr.T if rows is None else xr)
+        else:
+            self.x = x
+        if sw is not None and sw.ndim == 2:
+            swr = sw if rows is None else sw[:, rows]
+            self.sw = cp.ascontiguousarray(swr.T if rows is None else swr)
+        else:
+            self.sw = sw
+        ncols = self.Y.shape[1]
+        self._col_of_row = cp.full(self.k, -1, dtype=cp.int64)
+        src = cp.arange(self.k) if rows is None else self._rows_of_col[rows]
+        self._col_of_row[src] = cp.arange(ncols, dtype=cp.int64)
+        self._rows_of_col = src
+
+    def _strides(self) -> tuple[int, int, int, int, int, int]:
+        """(row, step) element strides of x, y and sqrt-weights for the current layout."""
+        if self.layout == "points":
+            ld = self.Y.shape[1]
+            y = (1, ld)
+            x = (1, self.x.shape[1]) if self.x_per_row else (0, 1)
+            if self.weights == "row":
+                w = (1, self.sw.shape[1])
+            elif self.weights == "shared":
+                w = (0, 1)
+            else:
+                w = (0, 0)
+        else:
+            y = (self.m, 1)
+            x = (self.m, 1) if self.x_per_row else (0, 1)
+            w = (self.m, 1) if self.weights == "row" else ((0, 1) if self.weights == "shared"
+                                                          else (0, 0))
+        return x[0], x[1], y[0], y[1], w[0], w[1]
+
+    # ---------------------------------------------------------------- evaluation
+    def __call__(self, p: Any, idx: Any) -> tuple[Any, Any, Any]:
+        cp = self.cp
+        P = self.model.n_params
+        nrows = int(idx.shape[0])
+        if self.layout == "points" and idx is not self._last_idx:
+            ncols = self.Y.shape[1]
+            if nrows < self.repack * ncols and nrows > 0:
+                cols = self._col_of_row[idx]
+                self._pack(self.x, self.Y, self.sw, cols)
+                self.repacks += 1
+            self._last_idx = idx
+        cols = cp.ascontiguousarray(self._col_of_row[idx])
+        p = cp.ascontiguousarray(cp.asarray(p, dtype=self.dtype))
+        sse = cp.empty(nrows, dtype=cp.float64)
+        A = cp.empty((nrows, P, P), dtype=self.dtype)
+        g = cp.empty((nrows, P), dtype=self.dtype)
+        if nrows == 0:
+            return sse, A, g
+        xr, xs, yr, ys, wr, ws = self._strides()
+        sw = self.sw if self.sw is not None else self.Y  # any valid pointer; never read
+        grid = ((nrows + self.block - 1) // self.block,)
+        self.kernel(grid, (self.block,), (
+            cols, np.int32(nrows), np.int32(self.m),
+            self.x, np.int64(xr), np.int64(xs),
+            self.Y, np.int64(yr), np.int64(ys),
+            sw, np.int64(wr), np.int64(ws),
+            p, sse, A, g,
+        ))
+        return sse, A, g
