@@ -77,6 +77,7 @@ import numpy as np
 from ._xp import get_xp, to_numpy
 from .errors import InputError
 from .models import GaussianModel
+from .solvers.lm import NormalEquations, levenberg_marquardt
 from .start import baseline_start
 
 __all__ = ["AutoStartInfo", "auto_start", "parse_smooth"]
@@ -97,24 +98,27 @@ _NARROW = 0.5
 #: excess of the sum of squares over the noise (in standard deviations of chi^2).
 _RHO_LIMIT = 2.0
 _SSE_SIGMAS = 2.0
-#: Coarse refinement: relative gain per step counted as progress, and the factor over the
-#: best SSE within which a candidate is still worth waiting for.
+#: Coarse refinement (the shared solver with loose tolerances): a row stops when a step gains
+#: less than this fraction of the sum of squares (or moves the coefficients by less than
+#: ``_COARSE_TOL_X``, relative).
 _COARSE_TOL = 1e-3
-_KEEP = 2.0
-#: Initial damping of the coarse refinement (relative to the diagonal).
+_COARSE_TOL_X = 1e-6
+#: Initial damping of the coarse refinement (relative to the scaled diagonal): the candidates
+#: are rough, but are already fitted peak by peak.
 _LAM0 = 1e-2
+#: Initial damping for the caller's final fit from this start (see
+#: :func:`peakfit.solvers.lm.levenberg_marquardt`): the start is the optimum of the binned data,
+#: close to the raw one, so the final fit starts with nearly Gauss-Newton steps.
+LAM0 = 1e-3
+#: Up to this many rows, the coarse solver masks finished rows rather than compacting, and
+#: up to half as many it evaluates without the fused path (less fixed cost for small arrays).
+_FEW_ROWS = 64
 #: Another candidate within this factor of the best SSE, elsewhere, makes a spectrum ambiguous.
 _AMBIGUOUS = 1.5
-#: Steps every repair variant gets before the early stop may cut it off.
-_REPAIR_MIN_ITER = 6
 #: A peak is supported when dropping it raises the SSE by this many noise variances.
 _SUPPORT_CHI2 = 50.0
 #: From this many points on, the noise is estimated on the index (cheaper; see _noise).
 _NOISE_INDEX_M = 500
-#: Most steps on the raw data after a coarse stage on binned data, and the Gauss-Newton
-#: decrement (relative to the SSE) below which their result is kept.
-_POLISH = 8
-_POLISH_TOL = 1e-9
 
 
 @dataclass
@@ -415,158 +419,6 @@ def _pack(xp: Any, a: Any, b: Any, c: Any, q: Any) -> Any:
     return p
 
 
-# ---------------------------------------------------------------------------- coarse solver
-def _model_jac(model: GaussianModel, U: Any, p: Any) -> tuple[Any, Any]:
-    """Values (R, M) and transposed Jacobian (R, P, M) of ``model`` at rows p (R, P).
-
-    The same numbers as :meth:`GaussianModel.evaluate` (a test checks it), computed with fewer
-    array operations for the small arrays of the coarse stage (c is kept positive there).
-    """
-    xp = get_xp(U, p)
-    n = model.n
-    R = p.shape[0]
-    a = p[:, 0 : 3 * n : 3, None]
-    ic = 1.0 / p[:, 2 : 3 * n : 3, None]
-    UU = U if U.ndim == 1 else U[:, None, :]
-    t = (UU - p[:, 1 : 3 * n : 3, None]) * ic
-    E = xp.exp(-t * t)
-    aE = a * E
-    g1 = (2.0 * ic) * aE * t
-    f = aE.sum(axis=1)
-    Jt = xp.stack([E, g1, g1 * t], axis=2).reshape(R, 3 * n, -1)
-    bl = model.baseline
-    if bl == "none":
-        return f, Jt
-    M = f.shape[1]
-    U2 = xp.broadcast_to(U if U.ndim == 2 else U[None, :], (R, M))
-    q = p[:, 3 * n :]
-    if bl == "exponential":
-        ex = xp.exp(-q[:, 1:2] * U2)
-        f = f + q[:, 0:1] * ex
-        Jb = [ex, -q[:, 0:1] * U2 * ex]
-    else:
-        deg = len(model.baseline_names) - 1
-        cols = [xp.ones((R, M))]
-        for _ in range(deg):
-            cols.append(cols[-1] * U2)
-        for j, col in enumerate(cols):
-            f = f + q[:, j : j + 1] * col
-        Jb = cols
-    return f, xp.concatenate([Jt, xp.stack(Jb, axis=1)], axis=1)
-
-
-def _normal_equations(
-    model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any
-) -> tuple[Any, Any, Any]:
-    """Sum of squares (R,), ``A = J^T J`` (R, P, P) and ``g = J^T r`` (R, P) at rows p."""
-    f, Jt = _model_jac(model, U, p)
-    r = Z - f
-    if sw is not None:
-        r = r * sw
-        Jt = Jt * sw[:, None, :]
-    A = Jt @ Jt.transpose(0, 2, 1)
-    g = (Jt @ r[:, :, None])[:, :, 0]
-    return (r * r).sum(axis=1), A, g
-
-
-def _coarse_lm(
-    model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, lo: Any, hi: Any, iters: int,
-    C: int = 1, min_iter: int = 3,
-) -> tuple[Any, Any]:
-    """A lean batched Levenberg-Marquardt: Marquardt damping, projection onto the box.
-
-    U (M,) or (R, M); Z (R, M); sw None or (R, M); p (R, P) with R = k*C rows, the C candidates
-    of each spectrum consecutive. After ``min_iter`` steps it stops once, in every spectrum, the
-    best candidate and every candidate within a factor ``_KEEP`` of it gain less than
-    ``_COARSE_TOL`` per step. Returns (p, sse).
-    """
-    xp = get_xp(Z, p)
-    R, P = p.shape
-    eye = xp.eye(P)
-    p = xp.minimum(xp.maximum(p, lo), hi)
-    sse, A, g = _normal_equations(model, U, Z, sw, p)
-    sse = xp.where(sse == sse, sse, xp.inf)
-    lam = xp.full(R, _LAM0)
-    live = None  # rows still iterating (None: all); a spectrum stops as a whole
-    for it in range(iters):
-        d = xp.diagonal(A, axis1=1, axis2=2)
-        delta = _safe_solve(xp, A + (lam[:, None] * d + 1e-300)[:, :, None] * eye, g)
-        pt = xp.minimum(xp.maximum(p + delta, lo), hi)
-        st, At, gt = _normal_equations(model, U, Z, sw, pt)
-        acc = st < sse  # False for NaN
-        if live is not None:
-            acc = acc & live
-        p = xp.where(acc[:, None], pt, p)
-        A = xp.where(acc[:, None, None], At, A)
-        g = xp.where(acc[:, None], gt, g)
-        gain = sse - st
-        sse = xp.where(acc, st, sse)
-        fac = xp.where(acc, 0.3, 10.0)
-        if live is not None:
-            fac = xp.where(live, fac, 1.0)
-        lam = xp.minimum(xp.maximum(lam * fac, 1e-7), 1e7)
-        if it + 1 >= min_iter:
-            busy = xp.where(acc, gain > _COARSE_TOL * st, lam < 1e4).reshape(-1, C)
-            s2 = sse.reshape(-1, C)
-            going = (busy & (s2 <= _KEEP * s2.min(axis=1, keepdims=True))).any(axis=1)
-            if live is not None:
-                going = going & live.reshape(-1, C)[:, 0]
-            if not bool(going.any()):
-                break
-            live = xp.repeat(going, C)
-    return p, sse
-
-
-def _polish(
-    model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, lo: Any, hi: Any, iters: int,
-    tol: float,
-) -> tuple[Any, Any]:
-    """Levenberg-Marquardt steps until the Gauss-Newton decrement ``g.A^-1.g`` (the reduction
-    a full Gauss-Newton step still promises: small only at a minimum, also in a flat valley)
-    is at most ``tol`` times the sum of squares. Only the rows still short of that are
-    computed. Returns (p, converged (R,))."""
-    xp = get_xp(Z, p)
-    R, P = p.shape
-    eye = xp.eye(P)
-    p = xp.minimum(xp.maximum(p, lo), hi)
-    done = xp.zeros(R, dtype=bool)
-    idx = xp.arange(R)
-    pa, loa, hia = p, lo, hi
-    Ua, Za, swa = U, Z, sw
-    sse, A, g = _normal_equations(model, Ua, Za, swa, pa)
-    lam = xp.full(R, _LAM0)
-    for it in range(iters + 1):
-        d = xp.diagonal(A, axis1=1, axis2=2)
-        ridge = (1e-12 * d.max(axis=1) + 1e-300)[:, None, None] * eye
-        gn = _safe_solve(xp, A + ridge, g)
-        ok = (gn * g).sum(axis=1) <= tol * sse  # False for NaN
-        if bool(ok.all()):
-            p[idx] = pa
-            done[idx] = True
-            break
-        if bool(ok.any()):
-            p[idx[ok]] = pa[ok]
-            done[idx[ok]] = True
-            keep = ~ok
-            idx, pa, loa, hia = idx[keep], pa[keep], loa[keep], hia[keep]
-            sse, A, g, lam, d = sse[keep], A[keep], g[keep], lam[keep], d[keep]
-            Za = Za[keep]
-            Ua = Ua if Ua.ndim == 1 else Ua[keep]
-            swa = None if swa is None else swa[keep]
-        if it == iters or idx.size == 0:
-            break
-        delta = _safe_solve(xp, A + (lam[:, None] * d + 1e-300)[:, :, None] * eye, g)
-        pt = xp.minimum(xp.maximum(pa + delta, loa), hia)
-        st, At, gt = _normal_equations(model, Ua, Za, swa, pt)
-        acc = st < sse
-        pa = xp.where(acc[:, None], pt, pa)
-        A = xp.where(acc[:, None, None], At, A)
-        g = xp.where(acc[:, None], gt, g)
-        sse = xp.where(acc, st, sse)
-        lam = xp.minimum(xp.maximum(lam * xp.where(acc, 0.3, 10.0), 1e-7), 1e7)
-    return p, done
-
-
 # ---------------------------------------------------------------------------- the estimator
 def auto_start(
     model: GaussianModel,
@@ -581,7 +433,6 @@ def auto_start(
     return_info: bool = False,
     coarse_iter: int = 12,
     chunk_size: int | None = None,
-    polish: bool = True,
 ) -> Any:
     """Robust start points for a batch of spectra (the ``start='auto'`` estimator).
 
@@ -617,9 +468,6 @@ def auto_start(
     chunk_size : int, optional
         Spectra per chunk, to bound memory; by default chosen from the problem size. Without
         ``n_trials`` the result does not depend on it.
-    polish : bool
-        Refine the winner on the raw data (step 8), so that the caller's fit starts converged.
-        Off: the start is the optimum of the binned data (cheaper here, more iterations later).
 
     Notes
     -----
@@ -681,7 +529,7 @@ def auto_start(
         xc = x if x.ndim == 1 else x[s0:s1]
         p, info = _estimate(
             model, xc, Y[s0:s1], spec, q_user, trials, int(seed) + s0, int(coarse_iter),
-            return_info, polish,
+            return_info,
         )
         parts.append(p)
         infos.append(info)
@@ -797,7 +645,7 @@ def _bin_factors(xp: Any, S: Any, q_user: int | None) -> np.ndarray:
 
 def _estimate(
     model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None, q_user: int | None,
-    trials: int, seed: int, iters: int, want_info: bool = False, polish: bool = True,
+    trials: int, seed: int, iters: int, want_info: bool = False,
 ) -> tuple[Any, AutoStartInfo | None]:
     """Steps 1-8 for a chunk of spectra; spectra with different bin sizes run as groups."""
     xp = get_xp(x, Y)
@@ -806,7 +654,7 @@ def _estimate(
     qs = _bin_factors(xp, prep.S, q_user)
     groups = np.unique(qs)
     if groups.size == 1:
-        return _solve_group(model, prep, int(groups[0]), trials, seed, iters, want_info, polish)
+        return _solve_group(model, prep, int(groups[0]), trials, seed, iters, want_info)
     p = xp.empty((k, model.n_params))
     info = None
     if want_info:
@@ -816,7 +664,7 @@ def _estimate(
         rows_h = np.flatnonzero(qs == q)
         rows = xp.asarray(rows_h)
         pg, ig = _solve_group(model, prep.take(rows), int(q), trials, seed + int(rows_h[0]),
-                              iters, want_info, polish)
+                              iters, want_info)
         p[rows] = pg
         if info is not None and ig is not None:
             info.sse[rows] = ig.sse
@@ -826,7 +674,7 @@ def _estimate(
 
 def _solve_group(
     model: GaussianModel, prep: _Prep, q: int, trials: int, seed: int, iters: int,
-    want_info: bool, polish: bool = True,
+    want_info: bool,
 ) -> tuple[Any, AutoStartInfo | None]:
     """Steps 3-8 for spectra sharing the bin size q."""
     xp = get_xp(prep.Z)
@@ -906,7 +754,7 @@ def _solve_group(
                                       floor[rows])
         Cr = variants.shape[1]
         pv, sv = _refine(model, U_r, Z_r, sw_r, variants.reshape(-1, P), lo[rows], hi[rows],
-                         iters, Cr, _REPAIR_MIN_ITER)
+                         iters, Cr)
         j, nb_best, nb_sse = _pick(xp, pv.reshape(-1, Cr, P), sv.reshape(-1, Cr), True)
         best[rows] = nb_best
         sse[rows] = nb_sse
@@ -919,12 +767,6 @@ def _solve_group(
     if trials > 0:
         best, sse = _trials(model, xp, U, Z, W, Ub, Zb, sw, best, du, lo, hi, iters, trials,
                             seed)
-    elif polish and q > 1 and _POLISH > 0:
-        # a few steps on the raw data take the binned optimum to the raw one, so that the
-        # caller's fit starts converged; kept only where a Gauss-Newton step promises almost
-        # nothing more (a flat valley would otherwise stop the caller's TolFun test too early)
-        pp, done = _polish(model, U, Z, W, best, lo, hi, _POLISH, _POLISH_TOL)
-        best = xp.where(done[:, None], pp, best)
 
     info = None
     if want_info:
@@ -965,16 +807,25 @@ def _box(xp: Any, model: GaussianModel, du: Any) -> tuple[Any, Any]:
 
 def _refine(
     model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, lo: Any, hi: Any, iters: int, C: int,
-    min_iter: int = 3,
 ) -> tuple[Any, Any]:
-    """Coarse LM of C candidates per spectrum: rows of p are (spectrum, candidate)."""
+    """Coarse refinement of C candidates per spectrum (rows of p are (spectrum, candidate)):
+    at most ``iters`` steps of the shared solver, Marquardt damping from ``_LAM0``, each row
+    stopping once a step gains less than ``_COARSE_TOL``. Returns (p, sse)."""
     xp = get_xp(Z, p)
     Zr = xp.repeat(Z, C, axis=0)
     Ur = U if U.ndim == 1 else xp.repeat(U, C, axis=0)
     swr = None if sw is None else xp.repeat(sw, C, axis=0)
     lor = xp.repeat(lo, C, axis=0)
     hir = xp.repeat(hi, C, axis=0)
-    return _coarse_lm(model, Ur, Zr, swr, p, lor, hir, iters, C, min_iter)
+    res = levenberg_marquardt(
+        NormalEquations(model, Ur, Zr, swr, fused=p.shape[0] > _FEW_ROWS // 2), p, lor, hir,
+        tol_fun=_COARSE_TOL,
+        tol_x=_COARSE_TOL_X, max_iter=iters, max_fun_evals=iters + 1,
+        algorithm="Levenberg-Marquardt", lam0=_LAM0,
+        # few rows: mask finished rows instead of compacting every step (same results)
+        check_every=max(iters, 1) if p.shape[0] <= _FEW_ROWS else 1,
+    )
+    return res.p, res.sse
 
 
 def _pick(xp: Any, p: Any, s: Any, index: bool = False) -> Any:
@@ -1117,8 +968,6 @@ def _trials(
     du: Any, lo: Any, hi: Any, iters: int, trials: int, seed: int,
 ) -> tuple[Any, Any]:
     """O'Haver-style trials: perturbed starts, coarse then full refinement, lowest SSE kept."""
-    from .solvers.lm import NormalEquations, levenberg_marquardt
-
     k, P = best.shape
     n = model.n
     rng = np.random.default_rng(seed)

@@ -56,7 +56,7 @@ from .options import FitOptions, fitoptions
 from .result import FitState, GaussianFit
 from .scaling import Scaling
 from .solvers.lm import NormalEquations, levenberg_marquardt
-from .start import estimate_start
+from .start import estimate_start, initial_damping
 
 __all__ = ["BatchFit", "fit_gaussians_batch"]
 
@@ -761,6 +761,7 @@ def _solve_group(backend: _Backend, spec: _Spec, x: Any, Y: Any, W: Any, valid: 
         evaluator, p0i, lo_i.astype(dt), hi_i.astype(dt), tol_fun=spec.opts.tol_fun,
         tol_x=spec.opts.tol_x, max_iter=spec.opts.max_iter,
         max_fun_evals=spec.opts.max_fun_evals, algorithm=spec.algorithm,
+        lam0=1.0 if spec.start_array is not None else initial_damping(spec.start_method),
         check_every=backend.check_every,
     )
     ps = res.p.astype(xp.float64)

@@ -19,7 +19,7 @@ from .options import FitOptions, _canonical, fitoptions
 from .result import FitOutput, GaussianFit, goodness_of_fit
 from .scaling import Scaling
 from .solvers.lm import EXITFLAG_MESSAGES, NormalEquations, levenberg_marquardt
-from .start import estimate_start
+from .start import estimate_start, initial_damping
 
 __all__ = ["build_fit_result", "fit_gaussians", "solve_prepared"]
 
@@ -45,9 +45,12 @@ def solve_prepared(
     p0: np.ndarray,
     opts: FitOptions,
     algorithm: str,
+    lam0: float = 1.0,
 ) -> tuple[np.ndarray, Any]:
     """Run the solver on sorted, validated data of one spectrum (original units).
 
+    ``lam0`` is the solver's initial damping: 1.0 for a start of unknown quality, small for a
+    start that is already close (see :func:`peakfit.start.initial_damping`).
     Returns the solution in original units and the raw :class:`LMResult`.
     """
     lo, hi = opts.bounds(model)
@@ -68,7 +71,7 @@ def solve_prepared(
     res = levenberg_marquardt(
         NormalEquations(model, xi, yi, sw), p0i, lo_i, hi_i,
         tol_fun=opts.tol_fun, tol_x=opts.tol_x, max_iter=opts.max_iter,
-        max_fun_evals=opts.max_fun_evals, algorithm=algorithm, callback=callback,
+        max_fun_evals=opts.max_fun_evals, algorithm=algorithm, lam0=lam0, callback=callback,
     )
     p = scal.params_out(res.p)[0]
     # snap to bounds that the scaling round-trip moved by an ulp
@@ -327,6 +330,7 @@ def fit_gaussians(
     ws = None if wk is None else wk[order]
 
     # ---- start point
+    lam0 = 1.0  # the solver's cautious default, for user and MATLAB starts
     if opts.start_point is not None:
         p0 = opts.start_point.copy()
     else:
@@ -336,6 +340,7 @@ def fit_gaussians(
             p0s, info = auto_start(model, xs, ys[None, :], smooth=smooth, downsample=downsample,
                                    n_trials=n_trials, options=opts, return_info=True)
             p0 = np.asarray(p0s)[0]
+            lam0 = initial_damping("auto")  # a fitted start: begin nearly Gauss-Newton
             n_supported = int(info.n_supported[0])
             if n_supported < n:
                 warnings.warn(
@@ -357,7 +362,7 @@ def fit_gaussians(
             "(MATLAB: curvefit:fit:usingTrustRegion)", FitWarning, stacklevel=2,
         )
 
-    p, res = solve_prepared(model, xs, ys, ws, p0, opts, algorithm)
+    p, res = solve_prepared(model, xs, ys, ws, p0, opts, algorithm, lam0)
     iterations = int(res.iterations[0])
     nfev = int(res.nfev[0])
     exitflag = int(res.exitflag[0])

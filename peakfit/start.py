@@ -184,6 +184,26 @@ def _weighted_polyfit(xp: Any, x: Any, y: Any, w: Any, deg: int) -> Any:
     return out
 
 
+def initial_damping(method: str) -> float:
+    """Initial damping ``lam0`` of the final fit from a start of ``method``.
+
+    ``'auto'`` starts are fitted already (to the binned data, see :mod:`peakfit.autostart`),
+    so the fit begins with small damping (:data:`peakfit.autostart.LAM0`, nearly Gauss-Newton
+    steps); MATLAB's and users' starts get the solver's cautious default 1.0 (see
+    :func:`peakfit.solvers.lm.levenberg_marquardt`).
+
+    Examples
+    --------
+    >>> initial_damping("auto"), initial_damping("matlab")
+    (0.001, 1.0)
+    """
+    if str(method).lower() == "auto":
+        from .autostart import LAM0
+
+        return LAM0
+    return 1.0
+
+
 def estimate_start(
     model: GaussianModel,
     x: Any,

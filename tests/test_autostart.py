@@ -15,8 +15,9 @@ from scipy.optimize import curve_fit
 
 import peakfit
 from peakfit import InputError
-from peakfit.autostart import AutoStartInfo, _model_jac, auto_start, parse_smooth
+from peakfit.autostart import AutoStartInfo, auto_start, parse_smooth
 from peakfit.models import GaussianModel
+from peakfit.solvers.lm import NormalEquations
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -246,16 +247,30 @@ def test_batched_baselines_equal_one_by_one(baseline):
     np.testing.assert_allclose(P[:, 1], 1001.5, atol=0.01)
 
 
-def test_model_jac_matches_the_model():
+def test_coarse_stage_uses_the_shared_model_and_solver():
+    # one algorithm, one place: no private model/Jacobian or LM copies in the estimator
+    import peakfit.autostart as autostart
+
+    for name in ("_model_jac", "_normal_equations", "_coarse_lm", "_polish"):
+        assert not hasattr(autostart, name), name
+    assert autostart.NormalEquations is NormalEquations
+    # and the shared evaluator gives the model's numbers on the coarse stage's layouts
     rng = np.random.default_rng(1)
     for bl in ("none", "constant", "linear", "quadratic", "exponential"):
         m = GaussianModel(3, bl)
         for U in (np.linspace(-1, 1, 40), rng.uniform(-1, 1, (5, 40))):
             p = rng.uniform(0.1, 1.0, (5, m.n_params))
-            f, J = _model_jac(m, U, p)
-            f2, J2 = m.evaluate(U, p, jacobian=True)
-            np.testing.assert_allclose(f, f2, rtol=1e-13, atol=1e-14)
-            np.testing.assert_allclose(J, J2, rtol=1e-12, atol=1e-13)
+            Z = rng.standard_normal((5, 40))
+            for sw in (None, rng.uniform(0.0, 1.0, (5, 40))):
+                f, J = m.evaluate(U, p, jacobian=True)
+                r = Z - f
+                if sw is not None:
+                    r, J = r * sw, J * sw[:, None, :]
+                S, A, g = NormalEquations(m, U, Z, sw)(p, np.arange(5))
+                np.testing.assert_allclose(S, (r * r).sum(axis=1), rtol=1e-12)
+                np.testing.assert_allclose(A, J @ J.transpose(0, 2, 1), rtol=1e-12, atol=1e-13)
+                np.testing.assert_allclose(g, (J @ r[:, :, None])[:, :, 0], rtol=1e-12,
+                                           atol=1e-13)
 
 
 # ----------------------------------------------------------------------------- n_trials
