@@ -29,9 +29,11 @@ Algorithm (every step vectorised over spectra; NumPy or CuPy)
    subtracted and the next peak peeled, ``n`` times. The second candidate subtracts Gaussians of
    half that width (narrow, as MATLAB's estimator does), which leaves more of a blend of
    overlapping peaks to the next steps.
-5. **Coarse refinement**: damped Gauss-Newton (Levenberg-Marquardt) steps for all candidates of
-   all spectra at once on the binned data, baseline free, heights >= 0, centres near the data;
-   each spectrum stops when its best candidates stop improving (0.1 % per step).
+5. **Coarse refinement**: the shared solver (:func:`peakfit.solvers.lm.levenberg_marquardt`,
+   Marquardt damping from ``_LAM0``, loose tolerances) for all candidates of all spectra at once
+   on the binned data, baseline free, heights >= 0, centres near the data; each candidate stops
+   when a step gains less than 0.1 %, and candidates more than ``_KEEP`` times worse than their
+   spectrum's best are dropped after a few steps (through the solver's callback).
 6. **Repair** of spectra whose best candidate looks wrong: residuals correlated from bin to bin
    (lag-1 autocorrelation above ``2/sqrt(M)``), a sum of squares above the noise level, the
    other candidate nearly as good (within a factor 1.5) with different centres, a wasted
@@ -45,12 +47,10 @@ Algorithm (every step vectorised over spectra; NumPy or CuPy)
 7. **Trials** (``n_trials``, as O'Haver's ``peakfit.m`` ``NumTrials``): that many random
    perturbations (seeded) of the best start are refined as in 5; then the best and every trial
    are refined fully on the raw data and the lowest sum of squares is returned.
-8. **Polish** (without trials, when the coarse stage ran on binned data): up to eight steps on
-   the raw data take the binned optimum to the raw one, so the caller's fit starts converged. The
-   polished start is kept only where a full Gauss-Newton step would gain almost nothing more
-   (decrement below 1e-9 of the sum of squares); in a flat valley (a close, ill-determined
-   pair) the coarse start is returned instead, because a start on the valley floor can stop a
-   ``TolFun`` test after one short step, far from the minimum.
+8. **Hand-over**: the winner is the optimum of the binned data, already close to the raw one;
+   the caller's fit should start from it with small damping (:data:`LAM0`, see
+   :func:`peakfit.start.initial_damping`), which ``fit_gaussians`` and ``fit_gaussians_batch``
+   do for ``start='auto'``.
 
 The returned start is the winner in the original units, clipped to the bounds of ``options``.
 
@@ -103,6 +103,10 @@ _SSE_SIGMAS = 2.0
 #: ``_COARSE_TOL_X``, relative).
 _COARSE_TOL = 1e-3
 _COARSE_TOL_X = 1e-6
+#: Candidates above this factor of their spectrum's best SSE after ``min_iter`` steps are
+#: dropped; repair variants get ``_REPAIR_MIN_ITER`` steps first.
+_KEEP = 2.0
+_REPAIR_MIN_ITER = 6
 #: Initial damping of the coarse refinement (relative to the scaled diagonal): the candidates
 #: are rough, but are already fitted peak by peak.
 _LAM0 = 1e-2
@@ -647,7 +651,7 @@ def _estimate(
     model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None, q_user: int | None,
     trials: int, seed: int, iters: int, want_info: bool = False,
 ) -> tuple[Any, AutoStartInfo | None]:
-    """Steps 1-8 for a chunk of spectra; spectra with different bin sizes run as groups."""
+    """Steps 1-7 for a chunk of spectra; spectra with different bin sizes run as groups."""
     xp = get_xp(x, Y)
     k = Y.shape[0]
     prep = _prepare(model, x, Y, spec)
@@ -676,7 +680,7 @@ def _solve_group(
     model: GaussianModel, prep: _Prep, q: int, trials: int, seed: int, iters: int,
     want_info: bool,
 ) -> tuple[Any, AutoStartInfo | None]:
-    """Steps 3-8 for spectra sharing the bin size q."""
+    """Steps 3-7 for spectra sharing the bin size q."""
     xp = get_xp(prep.Z)
     U, Z, S, W, q0 = prep.U, prep.Z, prep.S, prep.W, prep.q0
     k, m = Z.shape
@@ -754,7 +758,7 @@ def _solve_group(
                                       floor[rows])
         Cr = variants.shape[1]
         pv, sv = _refine(model, U_r, Z_r, sw_r, variants.reshape(-1, P), lo[rows], hi[rows],
-                         iters, Cr)
+                         iters, Cr, _REPAIR_MIN_ITER)
         j, nb_best, nb_sse = _pick(xp, pv.reshape(-1, Cr, P), sv.reshape(-1, Cr), True)
         best[rows] = nb_best
         sse[rows] = nb_sse
@@ -807,11 +811,24 @@ def _box(xp: Any, model: GaussianModel, du: Any) -> tuple[Any, Any]:
 
 def _refine(
     model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, lo: Any, hi: Any, iters: int, C: int,
+    min_iter: int = 3,
 ) -> tuple[Any, Any]:
     """Coarse refinement of C candidates per spectrum (rows of p are (spectrum, candidate)):
     at most ``iters`` steps of the shared solver, Marquardt damping from ``_LAM0``, each row
-    stopping once a step gains less than ``_COARSE_TOL``. Returns (p, sse)."""
+    stopping once a step gains less than ``_COARSE_TOL``; after ``min_iter`` steps, candidates
+    with a sum of squares above ``_KEEP`` times the best of their spectrum are dropped (they
+    are not worth waiting for). Returns (p, sse)."""
     xp = get_xp(Z, p)
+    R = p.shape[0]
+    cur = xp.full(R, xp.inf)  # latest SSE of every row (finished rows keep theirs)
+
+    def prune(iteration: int, idx: Any, sse: Any, lam: Any) -> Any:
+        cur[idx] = xp.where(sse == sse, sse, xp.inf)
+        if iteration != min_iter or C == 1:
+            return None
+        best = cur.reshape(-1, C).min(axis=1)
+        return cur[idx] > _KEEP * best[idx // C]
+
     Zr = xp.repeat(Z, C, axis=0)
     Ur = U if U.ndim == 1 else xp.repeat(U, C, axis=0)
     swr = None if sw is None else xp.repeat(sw, C, axis=0)
@@ -819,9 +836,8 @@ def _refine(
     hir = xp.repeat(hi, C, axis=0)
     res = levenberg_marquardt(
         NormalEquations(model, Ur, Zr, swr, fused=p.shape[0] > _FEW_ROWS // 2), p, lor, hir,
-        tol_fun=_COARSE_TOL,
-        tol_x=_COARSE_TOL_X, max_iter=iters, max_fun_evals=iters + 1,
-        algorithm="Levenberg-Marquardt", lam0=_LAM0,
+        tol_fun=_COARSE_TOL, tol_x=_COARSE_TOL_X, max_iter=iters, max_fun_evals=iters + 1,
+        algorithm="Levenberg-Marquardt", lam0=_LAM0, callback=prune,
         # few rows: mask finished rows instead of compacting every step (same results)
         check_every=max(iters, 1) if p.shape[0] <= _FEW_ROWS else 1,
     )

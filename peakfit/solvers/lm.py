@@ -377,7 +377,10 @@ def levenberg_marquardt(
         the first steps are then nearly Gauss-Newton and the fit converges in a few
         iterations. ``LMResult.lam`` returns the damping at exit, so a run can be continued.
     callback : callable, optional
-        ``callback(iteration, idx, sse, lam)`` after each iteration (used by ``Display='iter'``).
+        ``callback(iteration, idx, sse, lam)`` after each iteration, for the rows ``idx`` of the
+        work set (used by ``Display='iter'``). It may return a boolean array (one per row of
+        ``idx``): rows marked True stop now, with exitflag 0 (e.g. candidates that a caller no
+        longer needs; :mod:`peakfit.autostart` drops losing start candidates this way).
     check_every : int
         Compact the set of unfinished rows (one host synchronisation on a GPU) every this many
         iterations; rows finishing in between are masked. Results do not depend on it.
@@ -453,6 +456,7 @@ def levenberg_marquardt(
             ita, nfa, s0a = it[idx], nfev[idx], sse0[idx]
             flag_a = exitflag[idx]
         live = xp.ones(idx.size, dtype=bool)
+        zero_sse = 4 * _EPS * _EPS * xp.maximum(s0a, tiny)
         for _ in range(min(check_every, max(1, max_iter))):
             if on_host and not live.any():
                 break  # free on the host; a device keeps going until the next compaction
@@ -505,20 +509,18 @@ def levenberg_marquardt(
             sa = xp.where(take, st, sa)
             Aa = xp.where(take2[:, :, None], At, Aa)
             ga = xp.where(take2, gt, ga)
-            zero = sa <= 4 * _EPS * _EPS * xp.maximum(s0a, tiny)
-            flag = xp.zeros(idx.size, dtype=xp.int64)
-            done = xp.zeros(idx.size, dtype=bool)
-            for cond, val in ((bad_step, -2), (zero, 1), (fun_small, 3), (step_small, 2)):
-                newly = cond & ~done
-                flag = xp.where(newly, val, flag)
-                done = done | cond
-            limit = (ita >= max_iter) | (nfa >= max_fun_evals)
-            flag = xp.where(~done & limit, 0, flag)
-            done = done | limit
+            zero = sa <= zero_sse
+            # the first condition that holds, in this order, gives the flag (0: the limits)
+            flag = xp.where(bad_step, -2, xp.where(zero, 1, xp.where(
+                fun_small, 3, 2 * step_small.astype(xp.int64))))
+            done = bad_step | zero | fun_small | step_small | (ita >= max_iter) | (
+                nfa >= max_fun_evals)
             flag_a = xp.where(done & live, flag, flag_a)
             live = live & ~done
             if callback is not None:
-                callback(iteration, idx, sa, la)
+                stop = callback(iteration, idx, sa, la)
+                if stop is not None:  # the caller ends these rows (exitflag 0)
+                    live = live & ~xp.asarray(stop, dtype=bool)
         if whole:
             p, A, g, sse, lam, nu, D = pa, Aa, ga, sa, la, nua, Da
             it, nfev, exitflag, active = ita, nfa, flag_a, live
