@@ -342,7 +342,7 @@ def fit_gaussians(
             p0 = np.asarray(p0s)[0]
             lam0 = initial_damping("auto")  # a fitted start: begin nearly Gauss-Newton
             n_supported = int(info.n_supported[0])
-            if n_supported < n:
+            if n_supported < n and np.ptp(ys) > 0:  # constant data: exitflag -3 says why
                 warnings.warn(
                     f"the data support only {n_supported} of the {n} peaks (the other terms "
                     "sit on noise or share a peak); consider a smaller n",
