@@ -77,7 +77,7 @@ import numpy as np
 from ._xp import get_xp, to_numpy
 from .errors import InputError
 from .models import GaussianModel
-from .solvers.lm import NormalEquations, levenberg_marquardt
+from .solvers.lm import NormalEquations, _solve, levenberg_marquardt
 from .start import baseline_start
 
 __all__ = ["AutoStartInfo", "auto_start", "parse_smooth"]
@@ -395,22 +395,9 @@ def _refit_heights(xp: Any, U: Any, S: Any, b: Any, c: Any, sw: Any, floor: Any)
     dg = xp.diagonal(G, axis1=1, axis2=2)
     G = G + (1e-9 * dg.max(axis=1) + 1e-300)[:, None, None] * xp.eye(j)
     h = (E @ S[:, :, None])[:, :, 0]
-    a = _safe_solve(xp, G, h)
+    a = _solve(xp, G, h)
     a = xp.where(xp.isfinite(a), a, floor)
     return xp.maximum(a, floor)
-
-
-def _safe_solve(xp: Any, A: Any, g: Any) -> Any:
-    try:
-        return xp.linalg.solve(A, g[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        out = xp.full(g.shape, xp.nan)
-        for i in range(A.shape[0]):
-            try:
-                out[i] = xp.linalg.solve(A[i], g[i])
-            except np.linalg.LinAlgError:
-                pass
-        return out
 
 
 def _pack(xp: Any, a: Any, b: Any, c: Any, q: Any) -> Any:
@@ -1042,7 +1029,7 @@ def _supported(
         hj = xp.where(trial, h[:, None, :], 0.0)
         scale = xp.maximum(xp.diagonal(G, axis1=1, axis2=2).max(axis=1), 1e-300)
         Gj = Gj + 1e-10 * scale[:, None, None, None] * eye
-        aj = _safe_solve(xp, Gj.reshape(k * n, n, n), hj.reshape(k * n, n)).reshape(k, n, n)
+        aj = _solve(xp, Gj.reshape(k * n, n, n), hj.reshape(k * n, n)).reshape(k, n, n)
         # SSE = energy - h.a for the least-squares heights
         s_drop = energy[:, None] - (aj * hj).sum(axis=2) - sse[:, None]
         s_drop = xp.where(active & xp.isfinite(s_drop), s_drop, xp.inf)
