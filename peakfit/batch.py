@@ -754,7 +754,7 @@ def _solve_group(backend: _Backend, spec: _Spec, x: Any, Y: Any, W: Any, valid: 
             sw = xp.where(vg, sw, 0.0)
         sw = sw.astype(dt)
     lo_i, hi_i = scal.bounds_in(lo, hi)
-    p0i = _map_params(model, scal, p0, inverse=False).astype(dt)
+    p0i = scal.params_in(p0).astype(dt)
     t1 = time.perf_counter()
     evaluator = backend.make_evaluator(model, xi, yi, sw)
     res = levenberg_marquardt(
@@ -766,7 +766,7 @@ def _solve_group(backend: _Backend, spec: _Spec, x: Any, Y: Any, W: Any, valid: 
     )
     ps = res.p.astype(xp.float64)
     t2 = time.perf_counter()
-    p = _map_params(model, scal, ps, inverse=True)
+    p = scal.params_out(ps)
     held = res.held
     lo_d, hi_d = xp.asarray(lo), xp.asarray(hi)
     p = xp.where(held & (xp.abs(p - lo_d) <= 1e-12 * xp.maximum(1, xp.abs(lo_d))), lo_d, p)
@@ -778,7 +778,7 @@ def _solve_group(backend: _Backend, spec: _Spec, x: Any, Y: Any, W: Any, valid: 
     # ---------------------------------------------------------------- statistics
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         cov_s = _inverse_free(xp, res.A.astype(xp.float64), ~held)
-        T = _unscale_jacobian(model, ps, scal)
+        T = scal.params_out_jacobian(ps)
         cov = T @ cov_s @ T.transpose(0, 2, 1)
         var = xp.diagonal(cov, axis1=1, axis2=2)
 
@@ -871,16 +871,6 @@ def _start_points(backend: _Backend, spec: _Spec, xg: Any, Yg: Any, vg: Any,
 
 
 
-def _map_params(model: GaussianModel, scal: Scaling, p: Any, inverse: bool) -> Any:
-    """Batched :meth:`GaussianModel.rescale` / :meth:`~GaussianModel.unscale` (rows (k, P))."""
-    xp = get_xp(p)
-    k = p.shape[0]
-    x0, sx, sy = (xp.broadcast_to(xp.asarray(v, dtype=xp.float64), (k, 1))
-                  for v in (scal.x0, scal.sx, scal.sy))
-    fn = model.unscale if inverse else model.rescale
-    return fn(p, x0, sx, sy)
-
-
 def _inverse_free(xp: ModuleType, A: Any, free: Any) -> Any:
     """Batched inverse of ``A`` restricted to the free coefficients (held rows/cols -> 0)."""
     P = A.shape[1]
@@ -902,42 +892,6 @@ def _inverse_free(xp: ModuleType, A: Any, free: Any) -> Any:
                 except np.linalg.LinAlgError:
                     pass
     return xp.where(fm, inv, 0.0)
-
-
-def _unscale_jacobian(model: GaussianModel, ps: Any, scal: Scaling) -> Any:
-    """``∂p/∂p'`` of :meth:`GaussianModel.unscale` at the scaled solution, (k, P, P)."""
-    xp = get_xp(ps)
-    k, P = ps.shape
-    n3 = 3 * model.n
-    x0, sx, sy = scal.x0[:, 0], scal.sx[:, 0], scal.sy[:, 0]
-    x0 = xp.broadcast_to(x0, (k,))
-    T = xp.zeros((k, P, P))
-    for j in range(model.n):
-        T[:, 3 * j, 3 * j] = sy
-        T[:, 3 * j + 1, 3 * j + 1] = sx
-        T[:, 3 * j + 2, 3 * j + 2] = sx
-    bl = model.baseline
-    i = n3
-    if bl == "constant":
-        T[:, i, i] = sy
-    elif bl == "linear":
-        T[:, i, i] = sy
-        T[:, i, i + 1] = -sy * x0 / sx
-        T[:, i + 1, i + 1] = sy / sx
-    elif bl == "quadratic":
-        T[:, i, i] = sy
-        T[:, i, i + 1] = -x0 * sy / sx
-        T[:, i, i + 2] = x0 * x0 * sy / (sx * sx)
-        T[:, i + 1, i + 1] = sy / sx
-        T[:, i + 1, i + 2] = -2.0 * x0 * sy / (sx * sx)
-        T[:, i + 2, i + 2] = sy / (sx * sx)
-    elif bl == "exponential":
-        e2 = ps[:, i + 1] / sx
-        grow = xp.exp(e2 * x0)
-        T[:, i, i] = sy * grow
-        T[:, i, i + 1] = ps[:, i] * sy * grow * x0 / sx
-        T[:, i + 1, i + 1] = 1.0 / sx
-    return T
 
 
 # =============================================================================================

@@ -307,6 +307,46 @@ class GaussianModel:
             out[..., k] = q[..., 0] * sy * np.exp(e2 * x0)
         return out
 
+    def unscale_jacobian(self, p: Any, x0: Any, sx: Any, sy: Any) -> Any:
+        """``∂p/∂p'`` of :meth:`unscale` at scaled rows ``p`` (k, P): shape (k, P, P).
+
+        Used to carry a covariance from the scaled problem back to the caller's units.
+        """
+        from ._xp import get_xp
+
+        xp = get_xp(p)
+        k, P = p.shape
+        n3 = 3 * self.n
+        x0, sx, sy = (xp.broadcast_to(xp.asarray(v, dtype=float).reshape(-1), (k,))
+                      for v in (x0, sx, sy))
+        T = xp.zeros((k, P, P))
+        for j in range(self.n):
+            T[:, 3 * j, 3 * j] = sy
+            T[:, 3 * j + 1, 3 * j + 1] = sx
+            T[:, 3 * j + 2, 3 * j + 2] = sx
+        bl = self.baseline
+        i = n3
+        if bl == "constant":
+            T[:, i, i] = sy
+        elif bl == "linear":
+            T[:, i, i] = sy
+            T[:, i, i + 1] = -sy * x0 / sx
+            T[:, i + 1, i + 1] = sy / sx
+        elif bl == "quadratic":
+            T[:, i, i] = sy
+            T[:, i, i + 1] = -x0 * sy / sx
+            T[:, i, i + 2] = x0 * x0 * sy / (sx * sx)
+            T[:, i + 1, i + 1] = sy / sx
+            T[:, i + 1, i + 2] = -2.0 * x0 * sy / (sx * sx)
+            T[:, i + 2, i + 2] = sy / (sx * sx)
+        elif bl == "exponential":
+            e2 = p[:, i + 1] / sx
+            grow = xp.exp(e2 * x0)
+            T[:, i, i] = sy * grow
+            T[:, i, i + 1] = p[:, i] * sy * grow * x0 / sx
+            T[:, i + 1, i + 1] = 1.0 / sx
+        return T
+
     def bound_scale(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-coefficient ``(x-power, y-power)`` for mapping bounds with scale-only rescaling.
 

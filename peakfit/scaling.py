@@ -89,6 +89,10 @@ class Scaling:
     def params_out(self, p: Any) -> Any:
         return self.model.unscale(p, self.x0, self.sx, self.sy)
 
+    def params_out_jacobian(self, p: Any) -> Any:
+        """``∂ params_out / ∂p`` at scaled rows ``p`` (k, P): shape (k, P, P)."""
+        return self.model.unscale_jacobian(p, self.x0, self.sx, self.sy)
+
     def bounds_in(self, lo: Any, hi: Any) -> tuple[Any, Any]:
         """Map bounds (P,) or (k, P) to the scaled problem, shape (k, P)."""
         xp = get_xp(self.sx)

@@ -433,7 +433,7 @@ def test_one_dimensional_and_empty_input():
 # building blocks
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("baseline", BASELINES)
-def test_batched_parameter_map_equals_the_models_map_row_by_row(baseline):
+def test_scaling_parameter_map_equals_the_models_map_row_by_row(baseline):
     model = GaussianModel(2, baseline)
     rng = np.random.default_rng(1)
     k = 6
@@ -441,19 +441,18 @@ def test_batched_parameter_map_equals_the_models_map_row_by_row(baseline):
     Y = rng.uniform(0.5, 3, (k, 50))
     scal = Scaling.for_data(model, np.sort(X, axis=1), Y)
     p = rng.uniform(0.1, 2, (k, model.n_params))
-    got_in = batch_mod._map_params(model, scal, p, inverse=False)
-    got_out = batch_mod._map_params(model, scal, p, inverse=True)
+    got_in = scal.params_in(p)
+    got_out = scal.params_out(p)
     for i in range(k):
         args = (scal.x0[i, 0], scal.sx[i, 0], scal.sy[i, 0])
         np.testing.assert_allclose(got_in[i], model.rescale(p[i], *args), rtol=1e-14)
         np.testing.assert_allclose(got_out[i], model.unscale(p[i], *args), rtol=1e-14)
-    T = batch_mod._unscale_jacobian(model, p, scal)
+    T = scal.params_out_jacobian(p)
     h = 1e-6
     for j in range(model.n_params):
         e = np.zeros(model.n_params)
         e[j] = h
-        fd = (batch_mod._map_params(model, scal, p + e, True)
-              - batch_mod._map_params(model, scal, p - e, True)) / (2 * h)
+        fd = (scal.params_out(p + e) - scal.params_out(p - e)) / (2 * h)
         np.testing.assert_allclose(T[:, :, j], fd, rtol=1e-7, atol=1e-7)
 
 
@@ -495,7 +494,7 @@ def test_levenberg_marquardt_check_every_gives_identical_rows():
     model = GaussianModel(3)
     lo, hi = model.default_lower(), model.default_upper()
     scal = Scaling.for_data(model, x, Y, lo, hi)
-    p0 = batch_mod._map_params(model, scal, truth * 1.05, inverse=False)
+    p0 = scal.params_in(truth * 1.05)
     lo_i, hi_i = scal.bounds_in(lo, hi)
     ev = NormalEquations(model, scal.x_in(x), scal.y_in(Y))
     a = levenberg_marquardt(ev, p0, lo_i, hi_i)
