@@ -11,7 +11,7 @@ start estimators).
 Usage::
 
     python benchmarks/bench_batch.py --device cpu --dtype float64 float32 \\
-        --spectra 2000 --points 1000 --peaks 4
+        --spectra 2000 --points 1000 --peaks 4 --engine numpy numba
     python benchmarks/bench_batch.py --stream 50000      # bounded-memory chunked source
 
 ``--device gpu`` needs CuPy and a CUDA device (a clear error otherwise).
@@ -110,7 +110,15 @@ def _succ(p: np.ndarray, truth: np.ndarray, ok: np.ndarray) -> float:
 
 def run_config(device: str, dtype: str, k: int, m: int, n: int, subset: int, start: str,
                seed: int, threads: int | None, baselines: bool,
-               repeat: int = 1) -> dict[str, Any]:
+               repeat: int = 1, engine: str = "auto") -> dict[str, Any]:
+    with peakfit.use_engine(engine):
+        return _run_config(device, dtype, k, m, n, subset, start, seed, threads, baselines,
+                           repeat)
+
+
+def _run_config(device: str, dtype: str, k: int, m: int, n: int, subset: int, start: str,
+                seed: int, threads: int | None, baselines: bool,
+                repeat: int = 1) -> dict[str, Any]:
     x, Y, truth = make_batch(k, m, n, seed=seed)
     start_arg: Any = truth if start == "truth" else start
     # warm-up (imports, kernel compilation) on a few spectra
@@ -124,7 +132,8 @@ def run_config(device: str, dtype: str, k: int, m: int, n: int, subset: int, sta
         secs = min(secs, time.perf_counter() - t0)
     ok = r.converged
     rec: dict[str, Any] = {
-        "device": r.device, "dtype": r.dtype, "k": k, "m": m, "n": n, "start": start,
+        "device": r.device, "engine": r.engine, "dtype": r.dtype, "k": k, "m": m, "n": n,
+        "start": start,
         "threads": threads or (len(os.sched_getaffinity(0)) if r.device == "cpu" else None),
         "repeat": repeat, "seconds": round(secs, 4), "fits_per_s": round(k / secs, 1),
         "success_rate": round(_succ(r.p, truth, ok), 4),
@@ -148,6 +157,9 @@ def run_config(device: str, dtype: str, k: int, m: int, n: int, subset: int, sta
                             "success_rate": round(_succ(p_cf, truth[:s], ok_cf), 4)}
         rec["speedup_vs_curve_fit"] = round(rec["fits_per_s"] / rec["curve_fit"]["fits_per_s"],
                                             2)
+        if r.device == "cpu":  # curve_fit uses one core: the ratio per core of peakfit's
+            rec["speedup_vs_curve_fit_per_core"] = round(
+                rec["speedup_vs_curve_fit"] / max(1, rec["threads"]), 2)
         # the solver stage alone (summed over worker threads: per core), same start points
         solve_rate = k / max(r.timings["solve"], 1e-12)
         rec["solve_fits_per_s_per_core"] = round(solve_rate, 1)
@@ -205,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="spectra fitted with curve_fit and lmfit (0: skip them)")
     ap.add_argument("--start", default="auto", choices=["auto", "matlab", "truth"])
     ap.add_argument("--threads", type=int, default=None, help="CPU worker threads")
+    ap.add_argument("--engine", nargs="+", default=["auto"],
+                    help="CPU engine(s): auto, numpy, numba (see peakfit.engine)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=1,
                     help="time every method this many times and keep the fastest run")
@@ -217,12 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = []
     try:
         for dev in args.device:
-            for dt in args.dtype:
-                rec = run_config(dev, dt, args.spectra, args.points, args.peaks, args.subset,
-                                 args.start, args.seed, args.threads, args.subset > 0,
-                                 args.repeat)
-                lines.append(json.dumps(rec))
-                print(lines[-1], flush=True)
+            engines = args.engine if dev != "gpu" else ["auto"]
+            for eng in engines:
+                for dt in args.dtype:
+                    rec = run_config(dev, dt, args.spectra, args.points, args.peaks,
+                                     args.subset, args.start, args.seed, args.threads,
+                                     args.subset > 0, args.repeat, eng)
+                    lines.append(json.dumps(rec))
+                    print(lines[-1], flush=True)
             if args.stream:
                 rec = run_stream(dev, args.dtype[0], args.stream, args.points, args.peaks,
                                  args.stream_chunk, args.seed, args.start)

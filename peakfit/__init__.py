@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 from .batch import BatchFit, fit_gaussians_batch
+from .engine import get_engine, set_engine, use_engine
 from .errors import FileFormatError, FitWarning, GPUUnavailableError, InputError, PeakfitError
 from .fit import fit_gaussians
 from .models import GaussianModel, gauss_model
@@ -40,4 +41,7 @@ __all__ = [
     "fitoptions",
     "gauss_model",
     "gaussnstart",
+    "get_engine",
+    "set_engine",
+    "use_engine",
 ]

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from ._xp import cupy_or_none, get_xp, to_numpy
+from .engine import get_engine
 from .errors import FitWarning, GPUUnavailableError, InputError
 from .fit import build_fit_result
 from .models import GaussianModel
@@ -117,6 +118,9 @@ class BatchFit:
     timings : dict
         Seconds spent in ``'start'`` (start-point estimation) and ``'solve'`` (the solver),
         summed over chunks (and over threads, so they can exceed ``elapsed``).
+    engine : str
+        Who evaluated the normal equations: ``'numpy'`` or ``'numba'`` on the CPU
+        (:mod:`peakfit.engine`), ``'cupy'`` on the GPU.
 
     Examples
     --------
@@ -153,6 +157,7 @@ class BatchFit:
     sorted: bool = True
     elapsed: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    engine: str = "numpy"
     _source: Any = field(default=None, repr=False)
 
     # ------------------------------------------------------------ arrays
@@ -310,8 +315,8 @@ class BatchFit:
         """A short text report: counts per state, speed, medians."""
         k = len(self)
         lines = [
-            f"BatchFit: {k} spectra, {self.model.matlab_name}, device {self.device}, "
-            f"{self.dtype}",
+            f"BatchFit: {k} spectra, {self.model.matlab_name}, device {self.device} "
+            f"({self.engine}), {self.dtype}",
         ]
         rate = k / self.elapsed if self.elapsed > 0 else float("nan")
         lines.append(f"  time {self.elapsed:.3g} s ({rate:.4g} fits/s)")
@@ -1090,6 +1095,7 @@ def fit_gaussians_batch(
 
     m_guess = source.m or 1000
     workers = 1 if backend.name == "gpu" else _n_workers(n_threads)
+    engine = "cupy" if backend.name == "gpu" else get_engine()
     if chunk_size is None:
         chunk = int(backend.chunk_rows(m_guess, P, dt.itemsize))
         if backend.name == "cpu" and source.k is not None and workers > 1:
@@ -1157,6 +1163,7 @@ def fit_gaussians_batch(
         elapsed=time.perf_counter() - t_start, _source=keep_source,
         timings={"start": float(res["_timings"][:, 0].sum()),
                  "solve": float(res["_timings"][:, 1].sum())},
+        engine=engine,
     )
 
 

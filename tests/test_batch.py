@@ -13,6 +13,7 @@ import peakfit
 from peakfit import FitState, GPUUnavailableError, InputError, fit_gaussians, fit_gaussians_batch
 from peakfit import batch as batch_mod
 from peakfit import gpu as pf_gpu
+from peakfit.engine import numba_available
 from peakfit.models import GaussianModel
 from peakfit.scaling import Scaling
 from peakfit.solvers.lm import NormalEquations, levenberg_marquardt
@@ -21,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _synth_batch import make_batch
 
 BASELINES = ["none", "constant", "linear", "quadratic", "exponential"]
+ENGINES = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
+    not numba_available(), reason="needs numba (pip install 'peakfit[numba]')"))]
 
 
 def _with_baseline(x: np.ndarray, Y: np.ndarray, baseline: str) -> np.ndarray:
@@ -456,9 +459,10 @@ def test_scaling_parameter_map_equals_the_models_map_row_by_row(baseline):
         np.testing.assert_allclose(T[:, :, j], fd, rtol=1e-7, atol=1e-7)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("baseline", BASELINES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fused_numpy_evaluator_equals_the_model_jacobian(baseline, dtype):
+def test_fused_evaluator_equals_the_model_jacobian(baseline, dtype, engine):
     model = GaussianModel(3, baseline)
     rng = np.random.default_rng(7)
     k, m = 9, 120
@@ -474,10 +478,11 @@ def test_fused_numpy_evaluator_equals_the_model_jacobian(baseline, dtype):
     sw = rng.uniform(0.5, 1.5, (k, m))
     idx = np.array([3, 0, 8, 1, 5])
     for xx, w in ((x, None), (X, sw), (x, sw[0])):
-        ref = NormalEquations(model, xx, Y, w)
-        ref._fast = False
+        ref = NormalEquations(model, xx, Y, w, engine="numpy", fused=False)
         fast = NormalEquations(model, xx.astype(dtype), Y.astype(dtype),
-                               None if w is None else w.astype(dtype), block_rows=2)
+                               None if w is None else w.astype(dtype), block_rows=2,
+                               engine=engine)
+        assert fast.engine == engine
         with np.errstate(over="ignore"):
             s0, A0, g0 = ref(p[idx], idx)
         s1, A1, g1 = fast(p[idx].astype(dtype), idx)

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from .._xp import get_xp
+from ..engine import resolve_engine
 
 __all__ = ["EXITFLAG_MESSAGES", "LMResult", "NormalEquations", "levenberg_marquardt"]
 
@@ -130,8 +131,11 @@ class NormalEquations:
     block_rows : int
         NumPy only: rows evaluated together, sized so that the per-block temporaries stay in
         the CPU cache.
+    engine : {'auto', 'numpy', 'numba'}, optional
+        Who computes the fused evaluation on the CPU (:mod:`peakfit.engine`; default: the
+        process default, Numba when installed). Ignored for CuPy arrays and other models.
     fused : bool, optional
-        NumPy only: use the fused path (below). Default: yes, for a
+        NumPy engine only: use the fused path (below). Default: yes, for a
         :class:`~peakfit.models.GaussianModel` in float32/float64. The fused path wins from a
         few dozen rows on; for a handful of short rows its fixed cost dominates and ``False``
         (plain :meth:`GaussianModel.evaluate` and three products) is cheaper (2 rows x 125
@@ -143,8 +147,9 @@ class NormalEquations:
     Jacobian of a block of rows is written into one reused buffer with the weighted residual as
     an extra row, ``[J; r] [J; r]ᵀ`` (one batched GEMM) then gives ``A``, ``g`` and ``S``
     together. Values equal :meth:`GaussianModel.evaluate` except that, in float64, terms
-    ``exp(-u)`` with ``u > 600`` (below 1e-260) are exactly zero. Other array modules use
-    :meth:`GaussianModel.evaluate`.
+    ``exp(-u)`` with ``u > 600`` (below 1e-260) are exactly zero. With the Numba engine the
+    same numbers come from one compiled kernel (:mod:`peakfit.solvers._numba`, equal to
+    rounding). Other array modules use :meth:`GaussianModel.evaluate`.
 
     Examples
     --------
@@ -160,20 +165,24 @@ class NormalEquations:
 
     def __init__(
         self, model: Any, x: Any, Y: Any, sqrt_w: Any = None, *, block_rows: int = 16,
-        fused: bool | None = None,
+        fused: bool | None = None, engine: str | None = None,
     ) -> None:
         self.model = model
         self.x = x
         self.Y = Y
         self.sqrt_w = sqrt_w
         self.block_rows = max(1, int(block_rows))
-        self._fast = (
-            fused is not False
-            and get_xp(x, Y, sqrt_w) is np
+        fusable = (
+            get_xp(x, Y, sqrt_w) is np
             and hasattr(model, "baseline")
             and hasattr(model, "n_params")
             and Y.dtype in (np.float32, np.float64)
         )
+        self.engine = resolve_engine(engine) if fusable else "numpy"
+        self._numba = None
+        if self.engine == "numba":
+            self._numba = _NumbaCall(model, x, Y, sqrt_w)
+        self._fast = fusable and fused is not False and self._numba is None
         self._buf: np.ndarray | None = None
         if self._fast:
             n = model.n
@@ -198,6 +207,8 @@ class NormalEquations:
         return r, Jt
 
     def __call__(self, p: Any, idx: Any) -> tuple[Any, Any, Any]:
+        if self._numba is not None:
+            return self._numba(p, idx)
         if self._fast:
             return self._fused(p, idx)
         r, Jt = self.residuals(p, idx)
@@ -316,8 +327,64 @@ class NormalEquations:
             J *= sw
 
 
-def _solve(xp: Any, M: Any, b: Any) -> Any:
-    """Batched solve of SPD systems; rows that fail come back as NaN."""
+class _NumbaCall:
+    """The Numba kernel bound to one batch's data (arrays laid out as the kernel wants)."""
+
+    def __init__(self, model: Any, x: Any, Y: np.ndarray, sqrt_w: Any) -> None:
+        from . import _numba
+
+        self.kernel = _numba.normal_equations_kernel
+        dt = Y.dtype
+        self.dt = dt
+        self.n = int(model.n)
+        self.P = int(model.n_params)
+        self.baseline = _numba.BASELINE_CODES[model.baseline]
+        self.Y = np.ascontiguousarray(Y)
+        xa = np.asarray(x, dtype=dt)
+        self.x_shared = xa.ndim == 1
+        self.x = np.ascontiguousarray(xa.reshape(1, -1) if self.x_shared else xa)
+        if sqrt_w is None:
+            self.w_mode = 0
+            self.sw = np.ones((1, 1), dtype=dt)
+        else:
+            sw = np.asarray(sqrt_w, dtype=dt)
+            self.w_mode = 1 if sw.ndim == 1 else 2
+            self.sw = np.ascontiguousarray(sw.reshape(1, -1) if sw.ndim == 1 else sw)
+        m = self.Y.shape[1]
+        self.zero = np.zeros(1, dtype=dt)
+        R = -(-(self.P + 1) // 3) * 3  # whole 3x3 tiles; the padding rows stay zero
+        self.J = np.zeros((R, m), dtype=dt)
+        self.M = np.empty((R, R), dtype=dt)
+        self.E = np.empty(m, dtype=np.float64)
+        self.Eb = self.E.view(np.int64)
+
+    def __call__(self, p: Any, idx: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = np.ascontiguousarray(p, dtype=self.dt)
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        k = p.shape[0]
+        sse = np.empty(k, dtype=np.float64)
+        A = np.empty((k, self.P, self.P), dtype=self.dt)
+        g = np.empty((k, self.P), dtype=self.dt)
+        if k:
+            self.kernel(self.x, self.x_shared, self.Y, idx, self.sw, self.w_mode, p, self.n,
+                        self.baseline, self.zero, sse, A, g, self.J, self.M, self.E, self.Eb)
+        return sse, A, g
+
+
+def _solve(xp: Any, M: Any, b: Any, engine: str = "numpy") -> Any:
+    """Batched solve of SPD systems; rows that fail come back as NaN.
+
+    ``engine='numba'`` (NumPy arrays only) uses the compiled LU of :mod:`._numba`, the same
+    method as LAPACK's ``gesv`` without the per-matrix call overhead.
+    """
+    if engine == "numba" and xp is np and M.dtype in (np.float32, np.float64) and M.shape[0]:
+        from ._numba import solve_kernel
+
+        out = np.empty(b.shape, dtype=np.result_type(M.dtype, b.dtype))
+        W = np.empty((M.shape[1], M.shape[1] + 1), dtype=out.dtype)
+        solve_kernel(np.ascontiguousarray(M, dtype=out.dtype),
+                     np.ascontiguousarray(b, dtype=out.dtype), out, W)
+        return out
     try:
         return xp.linalg.solve(M, b[..., None])[..., 0]
     except np.linalg.LinAlgError:
@@ -403,6 +470,7 @@ def levenberg_marquardt(
     [[2.0, 0.5, 1.2]]
     """
     xp = get_xp(p0)
+    engine = getattr(evaluate, "engine", "numpy")  # who solves the damped systems on the CPU
     tr = str(algorithm).lower().startswith("trust")
     k, P = p0.shape
     dt = p0.dtype
@@ -470,13 +538,13 @@ def levenberg_marquardt(
             As = Aa / (d[:, :, None] * d[:, None, :])
             if on_host and not held.any():  # nothing held: the same numbers, fewer operations
                 As[:, diag, diag] += la[:, None]
-                delta = _solve(xp, As, ga / d) / d
+                delta = _solve(xp, As, ga / d, engine) / d
             else:
                 fm = free[:, :, None] & free[:, None, :]
                 As = xp.where(fm, As, 0.0)
                 As[:, diag, diag] += la[:, None] + held.astype(dt)
                 gs = xp.where(free, ga / d, 0.0)
-                z = _solve(xp, As, gs)
+                z = _solve(xp, As, gs, engine)
                 delta = xp.where(free, z / d, 0.0)
             pt = xp.minimum(xp.maximum(pa + delta, lo_a), hi_a)  # clip, fewer calls
             delta = pt - pa
