@@ -67,6 +67,10 @@ def run(args) -> list[dict]:
 
     def bench(name, fn, count):
         ok = 0
+        try:  # warm-up, untimed: imports, compiled-kernel loading (Numba's cache), first calls
+            fn(0)
+        except Exception:
+            pass
         t0 = time.perf_counter()
         for s in range(count):
             try:
