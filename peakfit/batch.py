@@ -1008,6 +1008,10 @@ def fit_gaussians_batch(
         errors retry the chunk in smaller pieces.
     n_threads : int, optional
         CPU worker threads (default: the number of usable cores, at most 2 chunks per core).
+        On the CPU the normal equations are evaluated by the current engine
+        (:func:`peakfit.get_engine`: the compiled Numba kernels when ``peakfit[numba]`` is
+        installed, else NumPy; change it with :func:`peakfit.use_engine`). The engine changes
+        the speed, not the results (equal to rounding); ``BatchFit.engine`` says which ran.
     check_every : int, optional
         Iterations between compactions of the unfinished rows (host synchronisations on the
         GPU). Default 1 on the CPU, 4 on the GPU. Results do not depend on it.
