@@ -97,8 +97,9 @@ def set_engine(engine: str | None) -> None:
     if engine is None:
         _setting = None
         return
-    resolve_engine(_check(engine, "engine"))
-    _setting = _check(engine, "engine")
+    e = _check(engine, "engine")
+    resolve_engine(e)  # raises now if it cannot be used
+    _setting = e
 
 
 @contextmanager

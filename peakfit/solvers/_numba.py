@@ -1,20 +1,22 @@
-"""Optional Numba kernel for the CPU normal equations (``pip install peakfit[numba]``).
+"""Optional Numba kernels for the CPU engine (``pip install peakfit[numba]``).
 
-This module holds one function, the compiled twin of the NumPy fused path of
-:class:`peakfit.solvers.lm.NormalEquations`: for each row of a batch it writes the weighted
-Jacobian of the gaussN model (with its baseline) and the weighted residual into a small scratch
-block, and reduces it to ``S``, ``A = JᵀWJ`` and ``g = JᵀWr``. The algorithm (the damping,
-bounds, convergence tests) stays in :mod:`peakfit.solvers.lm`; the kernel computes the same
-numbers as the NumPy path, in a different summation order (they agree to rounding, which
-``tests/test_numba_engine.py`` checks for every baseline, weights, per-row abscissae, float32
-and degenerate coefficients).
+This module holds two functions. :func:`normal_equations_kernel` is the compiled twin of the
+NumPy fused path of :class:`peakfit.solvers.lm.NormalEquations`: for each row of a batch it
+writes the weighted Jacobian of the gaussN model (with its baseline) and the weighted residual
+into a small scratch block, and reduces it to ``S``, ``A = JᵀWJ`` and ``g = JᵀWr``.
+:func:`solve_kernel` solves the damped systems by LU with partial pivoting. The algorithm (the
+damping, bounds, convergence tests) stays in :mod:`peakfit.solvers.lm`; the kernels compute the
+same numbers as the NumPy path, in a different summation order (they agree to rounding, which
+``tests/test_batch.py`` and ``tests/test_engine.py`` check for every baseline, weights, per-row
+abscissae, float32 and degenerate coefficients).
 
-Why it is faster than NumPy (measured on 2 vCPUs, 4 peaks, 1000 points: 22 us against 61 us
-per row, 3.3 us against 16-20 us at 125 points): the Jacobian never leaves the L2 cache, the
+Why it is faster than NumPy (measured on 2 vCPUs, 4 peaks, 1000 points: 17 us against 50-60 us
+per row, 3 us against 16-20 us at 125 points): the Jacobian never leaves the L2 cache, the
 symmetric product is computed once per pair in 3x3 register tiles, there is no per-call
 overhead of thirty NumPy calls per block, and ``exp`` is an inlined Cody-Waite reduction with a
-degree-13 Taylor polynomial that the compiler vectorises (relative error below 2e-16 on the
-range used; Numba's own ``exp`` is a scalar libm call, 4x slower than NumPy's SIMD one).
+degree-14 Taylor polynomial that the compiler vectorises (within 5 ulp of NumPy's ``exp``:
+9.4e-16 relative at most where the value exceeds 1e-10; Numba's own ``exp`` is a scalar libm
+call, 4x slower than NumPy's SIMD one).
 
 The kernel releases the GIL, so the batch driver's worker threads run it in parallel.
 """
