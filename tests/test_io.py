@@ -537,7 +537,9 @@ def test_writer_resume_after_crash_is_exact_and_idempotent(tmp_path, name):
         assert_table(read_table(p), 15)
     assert written == [5, 0]
     if name.endswith(".parquet"):
-        assert sorted(os.listdir(p)) == [f"part-00000{i}.parquet" for i in range(3)]
+        assert sorted(os.listdir(p)) == ["_common_metadata"] + [
+            f"part-00000{i}.parquet" for i in range(3)
+        ]
 
 
 def test_writer_killed_process_then_resume(tmp_path):
@@ -572,15 +574,15 @@ def test_writer_killed_process_then_resume(tmp_path):
         assert_table(read_table(p), 15)
 
 
-def test_csv_partial_header_and_partial_line_truncated(tmp_path):
+def test_csv_uncommitted_tail_is_cut_on_open(tmp_path):
+    """Bytes beyond the committed length in the sidecar (a chunk cut off by a kill) go."""
     p = tmp_path / "t.csv"
-    p.write_bytes(b"source,ind")  # killed while writing the header
     with ResultWriter(p) as w:
-        assert w.done_keys() == set()
         w.write_chunk({"source": ["f"], "index": [0], "v": [1.5]})
     assert p.read_bytes() == b"source,index,v\nf,0,1.5\n"
     with open(p, "ab") as fh:
-        fh.write(b"f,1,2.")
+        fh.write(b"f,1,2.5\nf,2,2.")  # one complete and one partial row of an uncommitted chunk
+    assert read_table(p)["index"].tolist() == [0]  # readers see committed rows only
     with ResultWriter(p) as w:
         assert w.done_keys() == {("f", 0)}
     assert p.read_bytes() == b"source,index,v\nf,0,1.5\n"
@@ -632,5 +634,5 @@ def test_writer_parquet_refuses_existing_file(tmp_path):
     pytest.importorskip("pyarrow")
     p = tmp_path / "o.parquet"
     p.write_bytes(b"x")
-    with pytest.raises(InputError, match="exists as a file"):
+    with pytest.raises(InputError, match="is not a peakfit result table .it is a file"):
         ResultWriter(p)
