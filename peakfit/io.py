@@ -679,12 +679,11 @@ def _open_arrays(
     if fmt == "npy":
         if x is not None or yname is not None:
             raise InputError(".npy files hold one array: x=, y=, dataset=, variable= do not apply")
+        _check_signature(path, (_NPY_SIGNATURE,), ".npy", "a NumPy array header")
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as exc:
-            raise FileFormatError(f"cannot read .npy: {exc}", path) from exc
-        except OSError as exc:
-            raise FileFormatError(f"not a valid .npy file: {exc}", path) from exc
+        except (ValueError, OSError, EOFError) as exc:
+            raise _numpy_error(exc, ".npy", path) from exc
         if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load always returns ndarray
             raise FileFormatError("not a .npy array", path)
         if arr.dtype.kind not in "biuf":
@@ -692,10 +691,11 @@ def _open_arrays(
         yield _ArraySpectra(_Stored("y", arr.shape, arr.__getitem__, path), None, layout, path)
         return
     if fmt == "npz":
+        _check_signature(path, _ZIP_SIGNATURES, ".npz", "a zip archive of .npy arrays")
         try:
             npz = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise FileFormatError(f"not a valid .npz file: {exc}", path) from exc
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise _numpy_error(exc, ".npz", path) from exc
         with npz:
             keys = list(npz.files)
             yn = _pick(keys, yname, _Y_DEFAULTS, "spectra", path, "array")
@@ -707,8 +707,13 @@ def _open_arrays(
             try:
                 Yarr = npz[yn]
                 xarr = None if xn is None else npz[xn]
-            except ValueError as exc:
-                raise FileFormatError(f"cannot read array: {exc}", path) from exc
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise _numpy_error(exc, ".npz", path) from exc
+            for name, arr in ((yn, Yarr), (xn, xarr)):
+                if arr is not None and not isinstance(arr, np.ndarray):
+                    raise FileFormatError(
+                        f"not a valid .npz file: its member {name!r} is not a .npy array", path
+                    )
             ystore = _Stored(yn, Yarr.shape, Yarr.__getitem__, path)
             xstore = None if xarr is None else _Stored(xn, xarr.shape, xarr.__getitem__, path)
             yield _ArraySpectra(ystore, xstore, layout, path)
@@ -782,6 +787,33 @@ def _open_arrays(
         yield _ArraySpectra(ystore, xstore, layout, path)
         return
     raise AssertionError(fmt)  # pragma: no cover
+
+
+_NPY_SIGNATURE = b"\x93NUMPY"
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _check_signature(path: str, signatures: Sequence[bytes], ext: str, what: str) -> None:
+    """A FileFormatError unless the file starts with one of ``signatures``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(max(len(sig) for sig in signatures))
+    except OSError as exc:
+        raise FileFormatError(f"cannot open: {exc.strerror or exc}", path) from exc
+    if not any(head.startswith(sig) for sig in signatures):
+        raise FileFormatError(f"not a valid {ext} file (it does not start with {what})", path)
+
+
+def _numpy_error(exc: BaseException, ext: str, path: str) -> FileFormatError:
+    """NumPy's load error in our words; never an invitation to unpickle (allow_pickle)."""
+    text = str(exc)
+    if "pickle" in text.lower() or "object" in text.lower():
+        return FileFormatError(
+            f"not a valid {ext} file of numbers: it holds Python objects (pickled data), which "
+            "peakfit never loads; save the spectra as a numeric array",
+            path,
+        )
+    return FileFormatError(f"not a valid {ext} file (damaged header or data: {text})", path)
 
 
 def _is_hdf5(path: str) -> bool:

@@ -619,13 +619,16 @@ _BACKENDS: dict[str, Callable[[str], Any]] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _prepare_parent(path: str, fmt: str) -> None:
-    """Create missing parent folders, or say in plain words why the path cannot be written."""
+def _check_not_a_directory(path: str, fmt: str) -> None:
     if fmt != "parquet" and os.path.isdir(path):
         raise InputError(
             f"cannot write result table {path}: it is a directory; give a file name such as "
             f"{os.path.join(path, 'results' + Path(path).suffix.lower())}"
         )
+
+
+def _prepare_parent(path: str, fmt: str) -> None:
+    """Create missing parent folders, or say in plain words why the path cannot be written."""
     parent = os.path.dirname(os.path.abspath(path))
     ancestor = parent
     while not os.path.exists(ancestor):
@@ -803,6 +806,7 @@ class ResultWriter:
         self._settings = None if settings is None else _json_roundtrip(dict(settings), "settings")
         srcs = [os.fspath(s) for s in (inputs or ())]
         _check_inputs_are_not_output(srcs, self.path, self.format)
+        _check_not_a_directory(self.path, self.format)
         backend: Any = _BACKENDS[self.format](self.path)
         if not restart:  # refuse early, before even a lock file is created
             self._verify(backend)
