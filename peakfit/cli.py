@@ -513,15 +513,21 @@ def _cmd_plot(args: argparse.Namespace, out: TextIO) -> int:
 def _check_image_path(out: str, data: str) -> None:
     """``plot -o``: a file in an existing, writable folder, and not the data file."""
     if os.path.isdir(out):
-        raise _UsageError(f"-o {out} is a directory; give an image file name such as "
-                          f"{os.path.join(out, 'fit.png')}")
+        raise _UsageError(f"cannot write {out}: it is a directory; give -o an image file name "
+                          f"such as {os.path.join(out, 'fit.png')}")
     if os.path.exists(out) and os.path.exists(data) and os.path.samefile(out, data):
-        raise _UsageError(f"-o {out} is the data file; give an image file name such as fit.png")
+        raise _UsageError(f"cannot write {out}: it is the data file; give -o an image file "
+                          "name such as fit.png")
     folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        raise _UsageError(f"-o {out}: the folder {folder} does not exist")
+    ancestor = folder
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise _UsageError(f"cannot write {out}: {ancestor} is a file, not a folder")
+    if ancestor != folder:
+        raise _UsageError(f"cannot write {out}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise _UsageError(f"-o {out}: the folder {folder} is read-only")
+        raise _UsageError(f"cannot write {out}: the folder {folder} is read-only")
 
 
 # --------------------------------------------------------------------------------------------
