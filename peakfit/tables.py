@@ -535,22 +535,24 @@ class _Hdf5Backend:
         if meta is None:
             self.h5py.File(self.path, "w").close()  # new (or empty) file
             return
-        with self.h5py.File(self.path, "a") as fh:
-            if _COLUMNS_ATTR not in fh.attrs:
-                return
-            cols = [str(c) for c in fh.attrs[_COLUMNS_ATTR]]
+        with self.h5py.File(self.path, "r") as fh:
+            cols = [str(c) for c in fh.attrs.get(_COLUMNS_ATTR, [])]
             n = int(fh.attrs.get(_COMMIT_ATTR, 0))
-            for c in cols:
-                if fh[c].shape[0] != n:  # rows of an uncommitted chunk
+            uncommitted = [c for c in cols if fh[c].shape[0] != n]
+        if uncommitted:  # rows of a chunk cut off by a kill
+            with self.h5py.File(self.path, "a") as fh:
+                for c in uncommitted:
                     fh[c].resize((n,))
-            fh.flush()
+            _fsync_path(self.path)
+        if not cols:
+            return
+        with self.h5py.File(self.path, "r") as fh:
             self.columns = cols
             self._kinds = {c: _h5_kind(fh[c]) for c in cols}
             self.n = n
             src = fh["source"].asstr()[:n]
             idx = fh["index"][:n]
             self.keys = list(zip([str(s) for s in src], idx.tolist()))
-        _fsync_path(self.path)
 
     def kinds(self) -> dict[str, str] | None:
         return self._kinds
@@ -852,9 +854,10 @@ class ResultWriter:
             meta = self._verify(backend)
             backend.recover(meta)
             done = set(backend.keys)
-            new = meta if meta is not None else _new_meta(self._settings)
+            new = dict(meta) if meta is not None else _new_meta(self._settings)
             new["inputs"] = self._merge_inputs(new.get("inputs", {}), srcs, done)
-            backend.write_meta(new)
+            if new != meta:  # a resume that adds nothing writes nothing
+                backend.write_meta(new)
         except OSError as exc:
             raise InputError(
                 f"cannot write result table {self.path}: {exc.strerror or exc}"

@@ -351,7 +351,7 @@ def test_bad_input(name, tmp_path, capsys):
     finally:
         if held is not None:
             held.close()
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert _snapshot(tmp_path) == before, "the files changed"
     assert rc == case.rc, err
     assert "Traceback" not in err

@@ -635,5 +635,5 @@ def test_writer_parquet_refuses_existing_file(tmp_path):
     pytest.importorskip("pyarrow")
     p = tmp_path / "o.parquet"
     p.write_bytes(b"x")
-    with pytest.raises(InputError, match="is not a peakfit result table .it is a file"):
+    with pytest.raises(InputError, match=r"is not a peakfit result table \(it is a file"):
         ResultWriter(p)
