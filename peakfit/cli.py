@@ -106,6 +106,16 @@ _positive_int = _int_at_least(1, "a positive integer")
 _nonneg_int = _int_at_least(0, "an integer >= 0")
 
 
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v >= 0 or not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return v
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -266,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true",
                    help="start a new table: move an existing OUT aside to OUT's name with "
                         ".old-N before the extension (nothing is deleted)")
+    p.add_argument("--wait", type=_nonneg_float, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS for another peakfit writing OUT to finish "
+                        "(default 0: stop at once with an error)")
 
     p = sub.add_parser("plot", help="plot data, fit, components and residuals to an image",
                        description="Fit one spectrum and save a figure: data, total fit, each "
@@ -663,7 +676,7 @@ def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
     counts = {p: count_spectra(p, **read_opts) for p in paths}  # input errors before any work
     total = sum(counts.values())
     writer = ResultWriter(args.out, settings=_batch_settings(args), inputs=paths,
-                          restart=args.restart)
+                          restart=args.restart, timeout=args.wait)
     if writer.moved_to is not None:
         print(f"peakfit: --restart: moved the previous {args.out} aside to {writer.moved_to}",
               file=sys.stderr)

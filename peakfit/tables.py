@@ -505,6 +505,7 @@ class _Hdf5Backend:
         self.keys: list[tuple[str, int]] = []
         self._kinds: dict[str, str] | None = None
         self.n = 0
+        self.meta: dict[str, Any] = {}
 
     def artefacts(self) -> list[str]:
         return [self.path]
@@ -532,6 +533,7 @@ class _Hdf5Backend:
             return _parse_meta(str(raw), f"its attribute {_META_ATTR!r}", self.path)
 
     def recover(self, meta: dict[str, Any] | None) -> None:
+        self.meta = dict(meta) if meta is not None else {}
         if meta is None:
             self.h5py.File(self.path, "w").close()  # new (or empty) file
             return
@@ -558,6 +560,7 @@ class _Hdf5Backend:
         return self._kinds
 
     def write_meta(self, meta: dict[str, Any]) -> None:
+        self.meta = dict(meta)
         with self.h5py.File(self.path, "a") as fh:
             fh.attrs[_META_ATTR] = json.dumps(meta, sort_keys=True)
         _fsync_path(self.path)
@@ -813,7 +816,7 @@ class ResultWriter:
         if not restart:  # refuse early, before even a lock file is created
             self._verify(backend)
         _prepare_parent(self.path, self.format)
-        self._lock = filelock.FileLock(self.path + _LOCK, timeout=timeout)
+        self._lock = filelock.FileLock(self.path + _LOCK, timeout=timeout, thread_local=False)
         try:
             self._lock.acquire()
         except filelock.Timeout:

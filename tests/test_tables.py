@@ -259,3 +259,48 @@ def test_lock_in_one_process_and_release_on_close(tmp_path):
     w.close()
     with ResultWriter(p) as w2:
         assert w2.done_keys() == set()
+
+
+def test_metadata_property_matches_the_stored_metadata(tmp_path):
+    for name in FORMATS:
+        if name.endswith(".parquet") and not _has("pyarrow"):
+            continue
+        if name.endswith(".h5") and not _has("h5py"):
+            continue
+        p = tmp_path / name
+        with ResultWriter(p, settings={"n": 1, "start": [1.0, 2.0, 3.0]}) as w:
+            w.write_chunk(chunk(0, 2))
+            meta = w.metadata
+        stored = table_metadata(p)
+        assert meta["settings"] == stored["settings"] == {"n": 1, "start": [1.0, 2.0, 3.0]}
+        assert stored["peakfit"] == peakfit.__version__ and stored["format_version"] == 1
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def test_cli_batch_waits_for_another_writer_with_wait(tmp_path, capsys):
+    import threading
+
+    import filelock
+
+    files = _spectra(tmp_path / "in")
+    out = tmp_path / "r.csv"
+    lock = filelock.FileLock(str(out) + ".lock", thread_local=False)
+    lock.acquire()
+    argv = ["batch", str(files[0]), "-n", "1", "-o", str(out), "--quiet"]
+    assert main(argv) == 2
+    assert "being written by another process" in capsys.readouterr().err
+    assert not out.exists()
+    timer = threading.Timer(0.5, lock.release)
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        assert main([*argv, "--wait", "60"]) == 0
+    finally:
+        timer.join()
+    assert time.monotonic() - t0 >= 0.5
+    assert read_table(out)["index"].tolist() == [0, 1, 2]
