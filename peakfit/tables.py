@@ -191,17 +191,15 @@ def _not_a_table(path: str, why: str) -> TableMismatchError:
 # --------------------------------------------------------------------------------------------
 
 
+_DTYPE_KINDS = {"b": "bool", "i": "int", "u": "int", "f": "float", "U": "str", "S": "str",
+                "O": "str"}
+
+
 def _kind_of(values: np.ndarray) -> str:
-    k = values.dtype.kind
-    if k == "b":
-        return "bool"
-    if k in "iu":
-        return "int"
-    if k == "f":
-        return "float"
-    if k in "USO":
-        return "str"
-    raise InputError(f"unsupported column dtype {values.dtype}")
+    kind = _DTYPE_KINDS.get(values.dtype.kind)
+    if kind is None:
+        raise InputError(f"unsupported column dtype {values.dtype}")
+    return kind
 
 
 def _coerce(values: Any, kind: str, name: str) -> np.ndarray:
@@ -602,14 +600,7 @@ class _Hdf5Backend:
 
 
 def _h5_kind(ds: Any) -> str:
-    k = ds.dtype.kind
-    if k == "b":
-        return "bool"
-    if k in "iu":
-        return "int"
-    if k == "f":
-        return "float"
-    return "str"
+    return _DTYPE_KINDS.get(ds.dtype.kind, "str")  # HDF5 variable-length strings: kind O
 
 
 _BACKENDS: dict[str, Callable[[str], Any]] = {

@@ -27,14 +27,19 @@ from peakfit.tables import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-FORMATS = ["out.csv", "out.parquet", "out.h5"]
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
-def _needs(name: str) -> None:
-    if name.endswith(".parquet"):
-        pytest.importorskip("pyarrow")
-    if name.endswith(".h5"):
-        pytest.importorskip("h5py")
+FORMATS = [
+    "out.csv",
+    pytest.param("out.parquet", marks=pytest.mark.skipif(not _has("pyarrow"), reason="pyarrow")),
+    pytest.param("out.h5", marks=pytest.mark.skipif(not _has("h5py"), reason="h5py")),
+]
+NAMES = ["out.csv"] + (["out.parquet"] if _has("pyarrow") else []) + (
+    ["out.h5"] if _has("h5py") else [])
 
 
 def chunk(lo, hi):
@@ -91,7 +96,6 @@ def _wait_for(path: Path, proc: subprocess.Popen, limit: float = 60.0) -> None:
 
 @pytest.mark.parametrize("name", FORMATS)
 def test_two_writers_second_fails_then_waits(tmp_path, name):
-    _needs(name)
     p = tmp_path / name
     ready, go = tmp_path / "ready", tmp_path / "go"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(p), str(ready), str(go)],
@@ -174,7 +178,6 @@ def _uncommitted_leftovers(p: Path, name: str) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FORMATS)
 def test_cli_resume_after_sigkill_mid_commit_is_bit_exact(tmp_path, capsys, name):
-    _needs(name)
     files = _spectra(tmp_path / "in")
     args = [*map(str, files), "-n", "1", "--chunk-size", "2", "--quiet"]
     ref, out = tmp_path / f"ref{Path(name).suffix}", tmp_path / name
@@ -201,7 +204,6 @@ def test_cli_resume_after_sigkill_mid_commit_is_bit_exact(tmp_path, capsys, name
 @pytest.mark.parametrize("name", FORMATS)
 def test_resume_with_other_settings_is_refused_and_restart_moves_aside(tmp_path, name,
                                                                       monkeypatch):
-    _needs(name)
     p = tmp_path / name
     with ResultWriter(p, settings={"n": 2, "baseline": "none"}) as w:
         w.write_chunk(chunk(0, 3))
@@ -231,7 +233,6 @@ def test_resume_with_other_settings_is_refused_and_restart_moves_aside(tmp_path,
 
 @pytest.mark.parametrize("name", FORMATS)
 def test_inputs_fingerprinted_and_a_changed_input_refused(tmp_path, name):
-    _needs(name)
     src = tmp_path / "a.csv"
     src.write_text("x,y\n1,2\n")
     p = tmp_path / name
@@ -262,11 +263,7 @@ def test_lock_in_one_process_and_release_on_close(tmp_path):
 
 
 def test_metadata_property_matches_the_stored_metadata(tmp_path):
-    for name in FORMATS:
-        if name.endswith(".parquet") and not _has("pyarrow"):
-            continue
-        if name.endswith(".h5") and not _has("h5py"):
-            continue
+    for name in NAMES:
         p = tmp_path / name
         with ResultWriter(p, settings={"n": 1, "start": [1.0, 2.0, 3.0]}) as w:
             w.write_chunk(chunk(0, 2))
@@ -274,12 +271,6 @@ def test_metadata_property_matches_the_stored_metadata(tmp_path):
         stored = table_metadata(p)
         assert meta["settings"] == stored["settings"] == {"n": 1, "start": [1.0, 2.0, 3.0]}
         assert stored["peakfit"] == peakfit.__version__ and stored["format_version"] == 1
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def test_cli_batch_waits_for_another_writer_with_wait(tmp_path, capsys):
