@@ -370,6 +370,9 @@ class _CsvBackend:
         payload = buf.getvalue().encode("utf-8")
         if self._fh is None:
             self._fh = open(self.path, "ab")  # kept open between chunks
+        committed = int(self.meta.get("committed_bytes", 0))
+        if os.fstat(self._fh.fileno()).st_size != committed:  # an earlier write that failed
+            self._fh.truncate(committed)
         self._fh.write(payload)
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -687,6 +690,21 @@ def _check_settings(meta: dict[str, Any], settings: Any, path: str) -> None:
         )
 
 
+def _lock_busy(lock_path: str) -> bool:
+    """True when another writer holds an existing lock file (a missing one is not created)."""
+    if not os.path.exists(lock_path):
+        return False
+    probe = filelock.FileLock(lock_path, timeout=0, thread_local=False)
+    try:
+        probe.acquire()
+    except filelock.Timeout:
+        return True
+    except OSError:
+        return False
+    probe.release()
+    return False
+
+
 def _aside_name(path: str) -> str:
     p = Path(path)
     for i in range(1, 100_000):
@@ -804,8 +822,13 @@ class ResultWriter:
         _check_inputs_are_not_output(srcs, self.path, self.format)
         _check_not_a_directory(self.path, self.format)
         backend: Any = _BACKENDS[self.format](self.path)
-        if not restart:  # refuse early, before even a lock file is created
-            self._verify(backend)
+        if not restart:  # refuse early, before even a lock file is created ...
+            try:
+                self._verify(backend)
+            except TableMismatchError:
+                if not _lock_busy(self.path + _LOCK):
+                    raise
+                # ... unless a writer holds the table: what it is is decided under the lock
         _prepare_parent(self.path, self.format)
         self._lock = filelock.FileLock(self.path + _LOCK, timeout=timeout, thread_local=False)
         try:

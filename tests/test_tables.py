@@ -295,3 +295,29 @@ def test_cli_batch_waits_for_another_writer_with_wait(tmp_path, capsys):
         timer.join()
     assert time.monotonic() - t0 >= 0.5
     assert read_table(out)["index"].tolist() == [0, 1, 2]
+
+
+def test_a_failed_write_is_cut_before_the_next_chunk(tmp_path):
+    p = tmp_path / "t.csv"
+    with ResultWriter(p) as w:
+        w.write_chunk(chunk(0, 2))
+        with open(p, "ab") as fh:  # what a write cut short (disk full) leaves behind
+            fh.write(b"a.csv,2,0.2")
+        w.write_chunk(chunk(2, 4))
+    assert p.read_bytes() == (b"source,index,v\na.csv,0,0.0\na.csv,1,0.1\na.csv,2,"
+                              b"0.2\na.csv,3,0.30000000000000004\n")
+    assert table_metadata(p)["committed_bytes"] == p.stat().st_size
+
+
+def test_a_busy_lock_is_reported_before_what_the_path_holds(tmp_path):
+    import filelock
+
+    p = tmp_path / "t.csv"
+    p.write_text("x,y\n1,2\n")
+    lock = filelock.FileLock(str(p) + ".lock", thread_local=False)
+    with lock:  # whoever holds the lock may be rewriting the path right now
+        with pytest.raises(TableLockedError):
+            ResultWriter(p)
+    with pytest.raises(TableMismatchError, match="is not a peakfit result table"):
+        ResultWriter(p)
+    assert p.read_text() == "x,y\n1,2\n"
