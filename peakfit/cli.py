@@ -1008,7 +1008,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _cli_warnings(), np.errstate(all="ignore"):
             return _COMMANDS[args.command](args, out)
     except PeakfitError as exc:
-        _error(_cli_message(str(exc)))
+        msg = str(exc)
+        path = str(getattr(exc, "path", None) or "")
+        keep = len(path) if path and msg.startswith(path) else 0  # a file name stays as it is
+        _error(msg[:keep] + _cli_message(msg[keep:]))
         return EXIT_USAGE
     except _UsageError as exc:
         _error(str(exc))

@@ -365,3 +365,13 @@ def test_bad_input(name, tmp_path, capsys):
 
 def test_catalogue_size():
     assert len(CASES) >= 25
+
+
+def test_a_file_name_that_looks_like_a_keyword_is_not_translated(tmp_path, capsys):
+    d = tmp_path / "run x=3"
+    d.mkdir()
+    (d / "r.npy").write_bytes(b"not numpy")
+    assert main(["fit", str(d / "r.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"peakfit: error: {d / 'r.npy'}: not a valid .npy file (it does not start " \
+                  "with a NumPy array header)\n"

@@ -94,6 +94,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, limit: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FORMATS)
 def test_two_writers_second_fails_then_waits(tmp_path, name):
     p = tmp_path / name
