@@ -204,8 +204,8 @@ def _resume_other_n(t: Path) -> list[str]:
 
 
 def _resume_other_baseline(t: Path) -> list[str]:
-    _batch_once(t, "r.h5") if _has("h5py") else _batch_once(t, "r.csv")
-    out = "r.h5" if _has("h5py") else "r.csv"
+    out = "r.h5" if _has("h5py") else "r.csv"  # HDF5 here, CSV in the other cases
+    _batch_once(t, out)
     return ["batch", str(t / "data.csv"), "-n", "1", "--baseline", "linear", "-o", str(t / out)]
 
 
