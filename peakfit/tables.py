@@ -20,7 +20,8 @@ Safety
   close: a second writer waits ``timeout`` seconds, then fails with :class:`TableLockedError`.
 - Every chunk commit is atomic: after a kill, a chunk is in the table completely or not at
   all (CSV: the committed length in the sidecar, replaced atomically; Parquet: one part per
-  chunk renamed into place; HDF5: a committed-row counter written last).
+  chunk renamed into place; HDF5: one part file per chunk renamed into place, folded into a
+  new copy of the table that replaces the old one; no file is ever modified in place).
 
 h5py and pyarrow are optional (``pip install "peakfit[io]"``), imported only when needed.
 """
@@ -497,24 +498,35 @@ def _arrow_kind(pa: Any, t: Any) -> str:
 
 
 class _Hdf5Backend:
-    """One resizable dataset per column; the attribute ``peakfit_committed_rows`` commits."""
+    """One 1-D dataset per column, never modified in place.
+
+    A chunk is committed as a small HDF5 file ``<table>.parts/part-NNNNNN.h5`` (written under
+    a temporary name, fsync-ed, renamed into place).  Closing the writer, or the next open
+    after a kill, folds the pending parts into the table by writing a new copy of it
+    (temporary name, fsync, ``os.replace``).  Rows already in the table are not added twice,
+    so a kill at any point of the fold is harmless.  The attribute ``peakfit_committed_rows``
+    counts the rows of the table file.
+    """
 
     def __init__(self, path: str) -> None:
         self.h5py = _require("h5py", "writing HDF5 result tables")
         self.path = path
+        self.parts_dir = path + ".parts"
         self.columns: list[str] | None = None
         self.keys: list[tuple[str, int]] = []
         self._kinds: dict[str, str] | None = None
-        self.n = 0
         self.meta: dict[str, Any] = {}
+        self._next_part = 0
 
     def artefacts(self) -> list[str]:
-        return [self.path]
+        return [self.path, self.parts_dir]
 
     def read_meta(self) -> dict[str, Any] | None:
         if os.path.isdir(self.path):
             raise _not_a_table(self.path, "it is a directory")
         if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+            if _h5_parts(self.parts_dir):
+                raise _not_a_table(self.path, f"{self.parts_dir} holds rows but the table is gone")
             return None
         with open(self.path, "rb") as fh:
             if fh.read(8) != _HDF5_SIGNATURE:
@@ -535,71 +547,134 @@ class _Hdf5Backend:
 
     def recover(self, meta: dict[str, Any] | None) -> None:
         self.meta = dict(meta) if meta is not None else {}
+        if os.path.isdir(self.parts_dir):
+            for name in os.listdir(self.parts_dir):
+                if name.startswith(_TMP_PREFIX):  # a chunk cut off by a kill
+                    os.remove(os.path.join(self.parts_dir, name))
         if meta is None:
-            self.h5py.File(self.path, "w").close()  # new (or empty) file
-            return
+            return  # a new table: write_meta creates the file
+        self._fold()
         with self.h5py.File(self.path, "r") as fh:
-            cols = [str(c) for c in fh.attrs.get(_COLUMNS_ATTR, [])]
-            n = int(fh.attrs.get(_COMMIT_ATTR, 0))
-            uncommitted = [c for c in cols if fh[c].shape[0] != n]
-        if uncommitted:  # rows of a chunk cut off by a kill
-            with self.h5py.File(self.path, "a") as fh:
-                for c in uncommitted:
-                    fh[c].resize((n,))
-            _fsync_path(self.path)
-        if not cols:
-            return
-        with self.h5py.File(self.path, "r") as fh:
-            self.columns = cols
-            self._kinds = {c: _h5_kind(fh[c]) for c in cols}
-            self.n = n
-            src = fh["source"].asstr()[:n]
-            idx = fh["index"][:n]
-            self.keys = list(zip([str(s) for s in src], idx.tolist()))
+            table = _h5_read(fh)
+            self.columns = [str(c) for c in fh.attrs[_COLUMNS_ATTR]] if table else None
+            self._kinds = {c: _h5_kind(fh[c]) for c in self.columns} if self.columns else None
+        if table:
+            self.keys = list(zip(table["source"].tolist(), table["index"].tolist()))
 
     def kinds(self) -> dict[str, str] | None:
         return self._kinds
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         self.meta = dict(meta)
-        with self.h5py.File(self.path, "a") as fh:
-            fh.attrs[_META_ATTR] = json.dumps(meta, sort_keys=True)
-        _fsync_path(self.path)
+        self._rewrite()
+
+    def _rewrite(self, parts: Sequence[str] = ()) -> None:
+        """A new copy of the table (pending ``parts`` added, metadata set), then os.replace."""
+        h5py = self.h5py
+        new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+
+        def write(tmp: str) -> None:
+            if new:
+                h5py.File(tmp, "w").close()
+            else:
+                with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+                    while block := src.read(_HASH_BLOCK):
+                        dst.write(block)
+            with h5py.File(tmp, "a") as fh:
+                n = int(fh.attrs.get(_COMMIT_ATTR, 0))
+                cols = [str(c) for c in fh.attrs.get(_COLUMNS_ATTR, [])]
+                for c in cols:
+                    if fh[c].shape[0] != n:  # rows of a chunk the old counter did not commit
+                        fh[c].resize((n,))
+                done = set()
+                if cols:
+                    done = set(zip(fh["source"].asstr()[:n].tolist(), fh["index"][:n].tolist()))
+                for part in parts:
+                    with h5py.File(part, "r") as pf:
+                        data = _h5_read(pf)
+                        kinds = {c: _h5_kind(pf[c]) for c in data}
+                        order = [str(c) for c in pf.attrs[_COLUMNS_ATTR]]
+                    keys = list(zip(data["source"].tolist(), data["index"].tolist()))
+                    keep = np.array([k not in done for k in keys], dtype=bool)
+                    if not keep.any():
+                        continue
+                    if not cols:
+                        _h5_create(h5py, fh, order, kinds)
+                        cols = order
+                    for c in cols:
+                        ds = fh[c]
+                        ds.resize((n + int(keep.sum()),))
+                        ds[n:] = data[c][keep]
+                    n += int(keep.sum())
+                    done.update(k for k, kp in zip(keys, keep) if kp)
+                fh.attrs[_COMMIT_ATTR] = n
+                fh.attrs[_META_ATTR] = json.dumps(self.meta, sort_keys=True)
+
+        _replace_atomically(self.path, write)
+
+    def _fold(self) -> None:
+        """Fold pending parts into the table (a no-op when there are none)."""
+        parts = _h5_parts(self.parts_dir)
+        if parts:
+            self._rewrite(parts=parts)
+            for part in parts:
+                os.remove(part)
+        if os.path.isdir(self.parts_dir) and not os.listdir(self.parts_dir):
+            os.rmdir(self.parts_dir)
 
     def append(
         self, columns: list[str], data: dict[str, np.ndarray], kinds: dict[str, str]
     ) -> None:
-        h5py = self.h5py
-        n_new = len(data["index"])
-        with h5py.File(self.path, "a") as fh:
-            if _COLUMNS_ATTR not in fh.attrs:
+        if not os.path.isdir(self.parts_dir):
+            os.makedirs(self.parts_dir)
+            _fsync_path(os.path.dirname(os.path.abspath(self.parts_dir)))
+        while os.path.exists(os.path.join(self.parts_dir, f"part-{self._next_part:06d}.h5")):
+            self._next_part += 1
+        final = os.path.join(self.parts_dir, f"part-{self._next_part:06d}.h5")
+
+        def write(tmp: str) -> None:
+            with self.h5py.File(tmp, "w") as fh:
+                _h5_create(self.h5py, fh, columns, kinds)
                 for c in columns:
-                    dtype = {
-                        "str": h5py.string_dtype("utf-8"),
-                        "int": np.int64,
-                        "float": np.float64,
-                        "bool": np.bool_,
-                    }[kinds[c]]
-                    fh.create_dataset(c, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
-                fh.attrs[_COMMIT_ATTR] = 0
-                fh.attrs[_COLUMNS_ATTR] = np.array(columns, dtype=h5py.string_dtype("utf-8"))
-                fh.flush()
-            n = int(fh.attrs[_COMMIT_ATTR])
-            for c in columns:
-                ds = fh[c]
-                ds.resize((n + n_new,))
-                ds[n:] = data[c]
-            fh.flush()
-            _fsync_path(self.path)  # the rows are on disk before the counter says so
-            fh.attrs[_COMMIT_ATTR] = n + n_new  # the commit point: written last
-            fh.flush()
-        _fsync_path(self.path)
-        self.n = n + n_new
+                    fh[c].resize((len(data[c]),))
+                    fh[c][:] = data[c]
+                fh.attrs[_COMMIT_ATTR] = len(data["index"])
+
+        _replace_atomically(final, write)
+        self._next_part += 1
         self.columns = list(columns)
         self._kinds = dict(kinds)
 
     def close(self) -> None:
-        pass
+        self._fold()
+
+
+def _h5_create(h5py: Any, fh: Any, columns: Sequence[str], kinds: Mapping[str, str]) -> None:
+    for c in columns:
+        dtype = {"str": h5py.string_dtype("utf-8"), "int": np.int64, "float": np.float64,
+                 "bool": np.bool_}[kinds[c]]
+        fh.create_dataset(c, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+    fh.attrs[_COLUMNS_ATTR] = np.array(list(columns), dtype=h5py.string_dtype("utf-8"))
+    fh.attrs[_COMMIT_ATTR] = 0
+
+
+def _h5_parts(parts_dir: str) -> list[str]:
+    if not os.path.isdir(parts_dir):
+        return []
+    return sorted(os.path.join(parts_dir, n) for n in os.listdir(parts_dir)
+                  if n.startswith("part-") and n.endswith(".h5"))
+
+
+def _h5_read(fh: Any) -> dict[str, np.ndarray]:
+    """The committed rows of an open table or part file (``{}`` before the first chunk)."""
+    if _COLUMNS_ATTR not in fh.attrs:
+        return {}
+    n = int(fh.attrs.get(_COMMIT_ATTR, 0))
+    out: dict[str, np.ndarray] = {}
+    for c in (str(c) for c in fh.attrs[_COLUMNS_ATTR]):
+        ds = fh[c]
+        out[c] = np.array(ds.asstr()[:n].tolist(), dtype=str) if _h5_kind(ds) == "str" else ds[:n]
+    return out
 
 
 def _h5_kind(ds: Any) -> str:
@@ -743,10 +818,12 @@ class ResultWriter:
       bytes beyond the committed length (a chunk cut off by a kill) are truncated.
     - Parquet: each chunk is written to a hidden temporary file, fsync-ed and renamed to its
       final name with ``os.replace``.  Leftover temporary files are removed on open.
-    - HDF5: the datasets are extended, filled and fsync-ed first; the attribute
-      ``peakfit_committed_rows`` is updated last.  On open, rows beyond it are discarded.
-      HDF5 itself is not crash-proof: a kill while HDF5 writes its own metadata can corrupt
-      the file, so prefer CSV or Parquet for long jobs on machines that may be killed.
+    - HDF5: each chunk is written as a small HDF5 file ``<path>.parts/part-NNNNNN.h5``
+      (temporary name, fsync, ``os.replace``).  :meth:`close` (or the next open after a
+      kill) folds the parts into a new copy of the table that replaces it with
+      ``os.replace``; the table file is never modified in place, so a kill cannot leave it
+      half-written.  :func:`read_table` includes parts not yet folded.  Closing costs one copy
+      of the table.
 
     Parameters
     ----------
@@ -869,6 +946,10 @@ class ResultWriter:
                 _fsync_path(os.path.dirname(os.path.abspath(self.path)))
                 backend = _BACKENDS[self.format](self.path)
             meta = self._verify(backend)
+            for a in backend.artefacts():  # the temporary copy of a replacement cut off by a kill
+                tmp = os.path.join(os.path.dirname(a), _TMP_PREFIX + os.path.basename(a))
+                if os.path.isfile(tmp):
+                    os.remove(tmp)
             backend.recover(meta)
             done = set(backend.keys)
             new = dict(meta) if meta is not None else _new_meta(self._settings)
@@ -1191,14 +1272,18 @@ def _read_parquet_table(path: str) -> dict[str, np.ndarray]:
 def _read_h5_table(path: str) -> dict[str, np.ndarray]:
     h5py = _require("h5py", "reading HDF5 result tables")
     with h5py.File(path, "r") as fh:
-        if _COLUMNS_ATTR not in fh.attrs:
-            return {}
-        n = int(fh.attrs.get(_COMMIT_ATTR, 0))
-        out: dict[str, np.ndarray] = {}
-        for c in (str(c) for c in fh.attrs[_COLUMNS_ATTR]):
-            ds = fh[c]
-            if _h5_kind(ds) == "str":
-                out[c] = np.array(ds.asstr()[:n].tolist(), dtype=str)
-            else:
-                out[c] = ds[:n]
+        out = _h5_read(fh)
+    pending = []
+    for part in _h5_parts(path + ".parts"):  # chunks of a run not yet folded into the table
+        with h5py.File(part, "r") as pf:
+            pending.append(_h5_read(pf))
+    if not pending:
         return out
+    done = set(zip(out["source"].tolist(), out["index"].tolist())) if out else set()
+    pieces = [out] if out else []
+    for data in pending:
+        keys = list(zip(data["source"].tolist(), data["index"].tolist()))
+        keep = np.array([k not in done for k in keys], dtype=bool)
+        done.update(keys)
+        pieces.append({c: v[keep] for c, v in data.items()})
+    return {c: np.concatenate([p[c] for p in pieces]) for c in pieces[0]}

@@ -158,10 +158,10 @@ KILLER = textwrap.dedent(f"""
     sys.exit(cli.main(sys.argv[2:]))
 """)
 
-# fsync calls before the kill: opening writes the metadata (CSV, Parquet: 2 calls, HDF5: 1),
-# then each commit makes 2; these land inside the second commit, after its rows were written
-# and before the commit point.
-KILL_AT = {"out.csv": 5, "out.parquet": 5, "out.h5": 4}
+# fsync calls before the kill: opening writes the metadata (2 calls), then each commit makes 2
+# (HDF5: 3 for the first, which creates the parts folder); these land inside the second
+# commit, after its rows were written and before the commit point.
+KILL_AT = {"out.csv": 5, "out.parquet": 5, "out.h5": 6}
 
 
 def _uncommitted_leftovers(p: Path, name: str) -> bool:
@@ -170,10 +170,7 @@ def _uncommitted_leftovers(p: Path, name: str) -> bool:
         return p.stat().st_size > meta["committed_bytes"]
     if name.endswith(".parquet"):
         return any(n.startswith(".tmp-part-") for n in os.listdir(p))
-    import h5py
-
-    with h5py.File(p, "r") as fh:
-        return fh["index"].shape[0] > int(fh.attrs["peakfit_committed_rows"])
+    return any(n.startswith(".tmp-part-") for n in os.listdir(str(p) + ".parts"))
 
 
 @pytest.mark.slow
@@ -322,3 +319,28 @@ def test_a_busy_lock_is_reported_before_what_the_path_holds(tmp_path):
     with pytest.raises(TableMismatchError, match="is not a peakfit result table"):
         ResultWriter(p)
     assert p.read_text() == "x,y\n1,2\n"
+
+
+def test_hdf5_parts_are_read_before_the_fold_and_folded_once(tmp_path):
+    pytest.importorskip("h5py")
+    p = tmp_path / "t.h5"
+    parts = Path(str(p) + ".parts")
+    w = ResultWriter(p)
+    w.write_chunk(chunk(0, 3))
+    w.write_chunk(chunk(3, 5))
+    assert read_table(p)["index"].tolist() == [0, 1, 2, 3, 4]  # committed, not yet folded
+    saved = {n: (parts / n).read_bytes() for n in os.listdir(parts)}
+    assert sorted(saved) == ["part-000000.h5", "part-000001.h5"]
+    w.close()
+    assert not parts.exists()
+    # a fold cut off after the new table replaced the old one, before the parts were removed
+    parts.mkdir()
+    for n, raw in saved.items():
+        (parts / n).write_bytes(raw)
+    assert read_table(p)["index"].tolist() == [0, 1, 2, 3, 4]
+    with ResultWriter(p) as w:
+        assert w.done_keys() == {("a.csv", i) for i in range(5)}
+        assert w.write_chunk(chunk(4, 6)) == 1
+    t = read_table(p)
+    assert t["index"].tolist() == list(range(6)) and not parts.exists()
+    np.testing.assert_array_equal(t["v"], [0.1 * i for i in range(6)])
