@@ -727,10 +727,11 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _check_inputs_are_not_output(inputs: Sequence[str], path: str, fmt: str) -> None:
-    table_real = os.path.realpath(path)
+    folder = {"parquet": path, "hdf5": path + ".parts"}.get(fmt)  # a folder the table owns
+    folder_real = os.path.realpath(folder) + os.sep if folder else None
+    owned = [path] + ([path + _SIDECAR] if fmt == "csv" else [])
     for src in inputs:
-        inside = fmt == "parquet" and os.path.realpath(src).startswith(table_real + os.sep)
-        owned = [path] + ([path + _SIDECAR] if fmt == "csv" else [])
+        inside = folder_real is not None and os.path.realpath(src).startswith(folder_real)
         if inside or any(_same_file(src, p) for p in owned):
             raise InputError(
                 f"{src} is both an input and the result table {path}: an input is never "

@@ -344,3 +344,19 @@ def test_hdf5_parts_are_read_before_the_fold_and_folded_once(tmp_path):
     t = read_table(p)
     assert t["index"].tolist() == list(range(6)) and not parts.exists()
     np.testing.assert_array_equal(t["v"], [0.1 * i for i in range(6)])
+
+
+def test_files_the_table_owns_are_never_inputs(tmp_path):
+    pytest.importorskip("h5py")
+    p = tmp_path / "t.h5"
+    with ResultWriter(p) as w:
+        w.write_chunk(chunk(0, 1))
+    part = Path(str(p) + ".parts") / "part-000000.h5"
+    for src in (p, part, tmp_path / "." / "t.h5"):
+        with pytest.raises(InputErrorType, match="is both an input and the result table"):
+            ResultWriter(p, inputs=[str(src)])
+    c = tmp_path / "t.csv"
+    with ResultWriter(c) as w:
+        w.write_chunk(chunk(0, 1))
+    with pytest.raises(InputErrorType, match="is both an input and the result table"):
+        ResultWriter(c, inputs=[str(c) + ".peakfit.json"])
