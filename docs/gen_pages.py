@@ -120,7 +120,8 @@ def gallery_page(name: str) -> tuple[str, str, str | None]:
     t0 = time.perf_counter()
     ran = run_cells(path, cells)
     seconds = time.perf_counter() - t0
-    md = [f"# {rst_to_md(title.strip())}\n", rst_to_md(rest.strip()) + "\n",
+    md = ["---\nhide:\n  - toc\n---\n", f"# {rst_to_md(title.strip())}\n",
+          rst_to_md(rest.strip()) + "\n",
           f"Source: `examples/{name}`. This page shows the output of running the script when "
           f"the site was built ({seconds:.1f} s).\n"]
     first = None
@@ -130,7 +131,8 @@ def gallery_page(name: str) -> tuple[str, str, str | None]:
             md.append(rst_to_md(text) + "\n")
         md.append(f"```python\n{code}\n```\n")
         if stdout.strip():
-            md.append(f'```text title="Output"\n{stdout.rstrip()}\n```\n')
+            md.append(f'<div class="gallery-output" markdown>\n\n```text title="Output"\n'
+                      f"{stdout.rstrip()}\n```\n\n</div>\n")
         for label, png in figs:
             n_img += 1
             img = f"images/{stem}_{n_img}.png"
@@ -188,7 +190,7 @@ def _commands(doc: dict) -> str:
 
 
 def performance() -> None:
-    md = ["# Performance\n",
+    md = ["---\nhide:\n  - toc\n---\n", "# Performance\n",
           "Every figure on this page is drawn from benchmark results committed in "
           "`benchmarks/results/*.json`, written by `python benchmarks/results/collect.py`, which "
           "runs the benchmark scripts of `benchmarks/` with the small sizes shown below. Nothing "

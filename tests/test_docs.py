@@ -239,3 +239,24 @@ def test_math_hook_turns_latex_into_mathml():
     assert "\\" not in out and "&lt;" not in out  # the entity was unescaped before converting
     assert "<mo>&#x0003C;</mo>" in out and "<mfrac>" in out and "<munder>" in out
     assert hook.render("<p>no math</p>") == "<p>no math</p>"
+
+
+@pytest.mark.parametrize("page", ["signal.md", "distributed.md"])
+def test_doc_page_sessions_print_what_they_show(page):
+    """The ``>>>`` sessions on the pages are doctests: the outputs shown are real outputs."""
+    import doctest
+
+    import numpy as np
+
+    import peakfit
+    from peakfit.distributed import result_columns
+
+    # a fence closing a session ends its last expected output
+    text = re.sub(r"^\s*```.*$", "", (REPO / "docs" / page).read_text(), flags=re.M)
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(text, {"np": np, "peakfit": peakfit,
+                                     "result_columns": result_columns}, page, page, 0)
+    assert len(test.examples) >= 1
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(test)
+    assert runner.failures == 0 and runner.tries == len(test.examples)
