@@ -45,6 +45,9 @@ GALLERY = [
     "seed_4peaks.py",
     "gd_figures.py",
 ]
+#: command-line arguments of the scripts that write files: a folder relative to the (temporary)
+#: working directory, so that the printed paths are short
+ARGS = {"compare_matlab.py": ["compare"], "batch_folder.py": ["batch"]}
 
 
 # --------------------------------------------------------------------------- gallery
@@ -84,7 +87,7 @@ def run_cells(path: Path, cells: list[tuple[str, str]]) -> list[tuple[str, str, 
     plt.close("all")
     with tempfile.TemporaryDirectory(prefix="peakfit-gallery-") as tmp:
         try:
-            sys.argv = [str(path)]
+            sys.argv = [str(path), *ARGS.get(path.name, [])]
             os.chdir(tmp)
             tempfile.tempdir = tmp  # the scripts' temporary folders go, and are removed, here
             plt.show = lambda *a, **k: None
@@ -117,12 +120,13 @@ def gallery_page(name: str) -> tuple[str, str, str | None]:
     stem = path.stem
     doc, cells = split_script(path.read_text())
     title, _, rest = doc.partition("\n")
+    command = " ".join(["python", f"examples/{name}", *ARGS.get(name, [])])
     t0 = time.perf_counter()
     ran = run_cells(path, cells)
     seconds = time.perf_counter() - t0
     md = ["---\nhide:\n  - toc\n---\n", f"# {rst_to_md(title.strip())}\n",
           rst_to_md(rest.strip()) + "\n",
-          f"Source: `examples/{name}`. This page shows the output of running the script when "
+          f"Source: `examples/{name}`. This page shows the output of `{command}`, run when "
           f"the site was built ({seconds:.1f} s).\n"]
     first = None
     n_img = 0

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import http.server
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -260,3 +261,22 @@ def test_doc_page_sessions_print_what_they_show(page):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     runner.run(test)
     assert runner.failures == 0 and runner.tries == len(test.examples)
+
+
+def test_committed_benchmark_results_name_machine_date_and_commands():
+    """The performance page's data: what ran, where and when; GPU not measured."""
+    import importlib.util as iu
+
+    spec = iu.spec_from_file_location("collect", REPO / "benchmarks/results/collect.py")
+    collect = iu.module_from_spec(spec)
+    spec.loader.exec_module(collect)
+    for name, commands in collect.COMMANDS.items():
+        doc = json.loads((REPO / f"benchmarks/results/{name}.json").read_text())
+        assert doc["commands"] == ["python " + " ".join(c) for c in commands], name
+        assert doc["machine"]["logical_cpus"] == 2 and "shared 2-vCPU" in doc["machine"]["note"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", doc["date"])
+        assert doc["gpu_measured"] is False and doc["records"], name
+    batch = json.loads((REPO / "benchmarks/results/batch.json").read_text())
+    got = sorted((r["engine"], r["k"]) for r in batch["records"])
+    assert got == sorted((e, k) for e in ("numba", "numpy") for k in (100, 300, 1000, 3000))
+    assert {r["device"] for r in batch["records"]} == {"cpu"}
