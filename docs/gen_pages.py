@@ -164,6 +164,12 @@ def gallery() -> None:
         if first:
             md.append(f"    [![{title}]({first})]({stem}.md)\n")
     md.append("</div>\n")
+    md.append("## Adding an example\n\n"
+              "Write `examples/NAME.py` with a docstring (title line, then how to run it), split "
+              "into cells by `# %%` lines (comment lines right after one are the cell's text); "
+              "call `plt.show()` for figures. Add it to `GALLERY` in `docs/gen_pages.py`, to the "
+              "Gallery section of `nav` in `mkdocs.yml`, and a test asserting its numbers to "
+              "`tests/test_examples.py`.\n")
     with mkdocs_gen_files.open("gallery/index.md", "w") as fh:
         fh.write("\n".join(md))
 

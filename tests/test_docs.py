@@ -164,13 +164,18 @@ return {
       .map(i => i.getAttribute('src')),
   images: document.images.length,
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+  external: performance.getEntriesByType('resource').map(e => e.name)
+      .filter(u => !u.startsWith(location.origin)),
 };
 """
 
 
 @pytest.mark.slow
 def test_site_in_headless_chromium(site):
-    """Every page in a real browser: no raw LaTeX, every image loads, no broken internal link."""
+    """Every page in a real browser: no raw LaTeX, every image loads, no broken internal link.
+
+    Also: equations are laid out (MathML with a width), nothing is fetched from the network.
+    """
     driver = _browser()
     shots = BUILD / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
@@ -188,6 +193,10 @@ def test_site_in_headless_chromium(site):
                 raw = [d for d in RAW_LATEX if d in info["text"]]
                 if raw:
                     problems.append(f"{page}: raw LaTeX {raw}")
+                if info["external"]:
+                    problems.append(f"{page}: loads from the network {info['external']}")
+                if any(w <= 0 for w in info["maths"]):
+                    problems.append(f"{page}: equations not laid out {info['maths']}")
                 if info["badImages"]:
                     problems.append(f"{page}: images that do not load {info['badImages']}")
                 n_images += info["images"]
