@@ -53,7 +53,7 @@ for name, x, y, truth, base in cases:
     r = peakfit.fit_gaussians(x, y, 4, baseline=base)
     rm = peakfit.fit_gaussians(x, y, 4, baseline=base, start="matlab")
     ok, ok_m = (bool(np.all(np.abs(f.b - truth[:, 1]) < 0.1 * truth[:, 2])) for f in (r, rm))
-    fits.append(r)
+    fits.append((r, rm))
     print(f"{name}: {'success' if ok else 'FAILED'} ({r.output.iterations} iterations); "
           f"from MATLAB's start: {'success' if ok_m else 'FAILED'}")
     print("  true centres  ", "  ".join(f"{v:10.4f}" for v in truth[:, 1]))
@@ -61,10 +61,12 @@ for name, x, y, truth, base in cases:
     print("  fitted centres", "  ".join(f"{v:10.4f}" for v in r.b))
 
 # %%
-# Start (dotted), fit (solid) and truth (dashed). The start is already close on every
-# spectrum; the solver then needs only a few iterations.
-fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-for ax, (name, x, y, truth, base), r in zip(axes.ravel(), cases, fits):
+# Start (dotted), fit (solid) and truth (dashed), and the centres of each under the curves.
+# The start is already close on every spectrum; the solver then needs only a few iterations.
+# The thin blue curve is the fit from MATLAB's start: on the first spectrum it puts three terms
+# on the close pair and leaves the small peak at 0.2 out (the curve is flat there).
+fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+for ax, (name, x, y, truth, base), (r, rm) in zip(axes.ravel(), cases, fits):
     o = np.argsort(x)
     xs = np.linspace(x.min(), x.max(), 1000)
     true_curve = gauss_sum(xs, truth) + (0.4 + 0.08 * xs if base == "linear" else 0.0)
@@ -72,7 +74,13 @@ for ax, (name, x, y, truth, base), r in zip(axes.ravel(), cases, fits):
     ax.plot(xs, r.model(xs, r.start), ":", lw=2, color="C2", label="start")
     ax.plot(xs, r(xs), "-", lw=1.5, color="C3", label="fit")
     ax.plot(xs, true_curve, "--", lw=1.2, color="k", label="truth")
+    ax.plot(xs, rm(xs), "-", lw=0.8, color="C0", label="fit from MATLAB's start")
+    low = y.min() - 0.12 * np.ptp(y)
+    ax.plot(r.start[1:12:3], np.full(4, low), "^", color="C2", ms=7, label="start centres")
+    ax.plot(r.b, np.full(4, low), "x", color="C3", ms=9, label="fitted centres")
+    ax.plot(truth[:, 1], np.full(4, low), "|", color="k", ms=14, label="true centres")
     ax.set_title(name, fontsize="medium")
-axes[0, 0].legend(fontsize="small")
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0.08, 1, 1))
+fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=4,
+           fontsize="small")
 plt.show()

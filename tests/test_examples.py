@@ -167,7 +167,7 @@ def test_start_hard(tmp_path, monkeypatch, capsys):
         assert np.all(np.abs(fitted - true) < 0.05 * spread)
         assert np.all(np.abs(start - true) < 0.05 * spread)
     (fig,) = figs
-    assert len(fig.axes) == 4 and all(len(ax.lines) == 4 for ax in fig.axes)
+    assert len(fig.axes) == 4 and all(len(ax.lines) == 8 for ax in fig.axes)
 
 
 def test_batch_map(tmp_path, monkeypatch, capsys):
