@@ -294,6 +294,7 @@ def test_committed_benchmark_results_name_machine_date_and_commands():
         assert doc["machine"]["logical_cpus"] == 2 and "shared 2-vCPU" in doc["machine"]["note"]
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", doc["date"])
         assert doc["gpu_measured"] is False and doc["records"], name
+        assert not any(str(r.get("device", "")).startswith("gpu") for r in doc["records"])
     batch = json.loads((REPO / "benchmarks/results/batch.json").read_text())
     got = sorted((r["engine"], r["k"]) for r in batch["records"])
     assert got == sorted((e, k) for e in ("numba", "numpy") for k in (100, 300, 1000, 3000))

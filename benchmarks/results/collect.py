@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/results/collect.py            # all three benchmarks
     python benchmarks/results/collect.py batch      # only bench_batch.py
+    python benchmarks/results/collect.py batch_gpu  # on a machine with CuPy and a CUDA GPU
 
 Every output file ``benchmarks/results/<name>.json`` holds the machine (CPU model, logical
 CPUs, OS), the UTC date, the exact commands and the JSON records the benchmark printed. The
@@ -36,6 +37,15 @@ COMMANDS: dict[str, list[list[str]]] = {
     "start": [["benchmarks/bench_start.py", "--count", "400", "--seed", "1", "--json", "-"]],
 }
 
+#: not run by default: needs CuPy and a CUDA device (the page lists its records when present)
+GPU_COMMANDS: dict[str, list[list[str]]] = {
+    "batch_gpu": [
+        ["benchmarks/bench_batch.py", "--device", "gpu", "--dtype", "float32", "float64",
+         "--spectra", str(k), "--points", "1000", "--peaks", "4", "--subset", "40"]
+        for k in (10_000, 100_000, 1_000_000)
+    ],
+}
+
 #: stated on the performance page: the numbers were measured on this kind of machine
 MACHINE_NOTE = ("shared 2-vCPU virtual machine (other jobs were running on it at the same time; "
                 "ratios within one run are more reliable than absolute figures)")
@@ -59,16 +69,17 @@ def machine() -> dict[str, object]:
 def run(name: str) -> Path:
     """Run the commands of benchmark ``name`` and write ``<name>.json``; return its path."""
     records, commands = [], []
-    for args in COMMANDS[name]:
+    for args in {**COMMANDS, **GPU_COMMANDS}[name]:
         commands.append("python " + " ".join(args))
         proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
                               check=True)
         for line in proc.stdout.splitlines():
             if line.startswith("{"):
                 records.append(json.loads(line))
-    doc = {"benchmark": f"benchmarks/bench_{name}.py", "machine": machine(),
+    gpu = sorted({r["device"] for r in records if str(r.get("device", "")).startswith("gpu")})
+    doc = {"benchmark": f"benchmarks/bench_{name.split('_')[0]}.py", "machine": machine(),
            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "commands": commands, "gpu_measured": False, "records": records}
+           "commands": commands, "gpu_measured": bool(gpu), "gpu": gpu, "records": records}
     path = HERE / f"{name}.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     return path
