@@ -299,3 +299,19 @@ def test_committed_benchmark_results_name_machine_date_and_commands():
     got = sorted((r["engine"], r["k"]) for r in batch["records"])
     assert got == sorted((e, k) for e in ("numba", "numpy") for k in (100, 300, 1000, 3000))
     assert {r["device"] for r in batch["records"]} == {"cpu"}
+
+
+def test_nav_hook_adds_pages_that_nav_does_not_list(tmp_path):
+    spec = importlib.util.spec_from_file_location("nav_hook", REPO / "docs/hooks/nav.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    for page in ("index.md", "a.md", "sub/b.md", "sub/c.md"):
+        (tmp_path / page).parent.mkdir(exist_ok=True)
+        (tmp_path / page).write_text("# t\n")
+    nav = [{"Home": "index.md"}, {"Section": ["sub/b.md", {"A": "a.md"}]}]
+    config = hook.on_config({"nav": list(nav), "docs_dir": str(tmp_path)})
+    assert config["nav"] == [*nav, {"More": ["sub/c.md"]}]
+    config = hook.on_config({"nav": [*nav, "sub/c.md"], "docs_dir": str(tmp_path)})
+    assert config["nav"] == [*nav, "sub/c.md"]
+    # the real nav lists every page of docs/ today
+    assert hook.unlisted(REPO / "docs", _nav_pages()) == []
