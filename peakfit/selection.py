@@ -194,8 +194,8 @@ def choose(
     --------
     >>> sse = np.array([[10.0, 1.0, 0.99]])
     >>> m = np.full((1, 3), 100); P = np.array([[3, 6, 9]]); ok = np.ones((1, 3), bool)
-    >>> choose([1, 2, 3], sse, m, P, ok).tolist(), choose([1, 2, 3], sse, m, P, ok, "ftest").tolist()
-    ([1], [1])
+    >>> choose([1, 2, 3], sse, m, P, ok).tolist(), choose([1, 2, 3], sse, m, P, ok, "ftest")
+    ([1], array([1]))
     """
     criterion = _check_criterion(criterion)
     sse = np.atleast_2d(np.asarray(sse, dtype=float))
@@ -525,7 +525,6 @@ def fit_auto_batch(
     with np.errstate(invalid="ignore"):
         xmin = np.where(usable, xb, np.inf).min(axis=1)
         xmax = np.where(usable, xb, -np.inf).max(axis=1)
-    C = len(ns)
     sse = np.column_stack([fits[c].sse for c in ns])
     m = np.column_stack([fits[c].numobs for c in ns])
     P = np.column_stack([np.full(k, fits[c].model.n_params) for c in ns])
