@@ -631,7 +631,8 @@ def _text_layout(layout: str, tf: _TextFile | None = None, x: Any = None, y: Any
         return "columns", x
     x_row = 0 if nrow >= 2 and bool(row_mono[0]) and not bool(row_mono[1:].any()) else None
     warnings.warn(
-        f"{tf.label}: read as one spectrum per line ({nrow} lines of {ncol} values"
+        f"{tf.label}: read as one spectrum per line ({nrow - (x_row == 0)} spectra of {ncol} "
+        "values"
         f"{', x from the first line' if x_row == 0 else ''}); use layout='columns' "
         "(--layout columns) to read columns", UserWarning, stacklevel=4)
     return "rows", x_row
@@ -1089,9 +1090,9 @@ def load_spectra(
     layout : {'auto', 'columns', 'rows'}
         Text: ``'columns'`` (x column plus y columns) or ``'rows'`` (one spectrum per line);
         ``'auto'`` decides by content (see Notes).  Containers: a 2-D array holds one spectrum
-        per row (``'rows'``) or per column (``'columns'``, i.e. ``Y.T`` is used); ``'auto'`` picks the
-        orientation whose length matches ``x`` and otherwise ``'rows'``.  For ``.mat`` files
-        rows and columns are MATLAB's.
+        per row (``'rows'``) or per column (``'columns'``, i.e. ``Y.T`` is used); ``'auto'``
+        picks the orientation whose length matches ``x`` and otherwise ``'rows'``.  For
+        ``.mat`` files rows and columns are MATLAB's.
     dataset, variable : str, optional
         Name of the spectra array in an HDF5 file (``dataset``; may contain ``/`` groups) or a
         ``.mat`` file (``variable``); either is accepted for any container.
