@@ -26,14 +26,16 @@ def gauss_sum(x, peaks):
 
 
 def test_bic_matches_lmfit_published_reports():
-    """lmfit's BIC is N ln(chisqr/N) + ln(N) nvarys (reports in ../shared/data)."""
+    """lmfit's BIC is N ln(chisqr/N) + ln(N) nvarys (reports in ../shared/data).
+
+    The reports print 9 significant digits of chi-square: 1e-5 covers the rounding."""
     assert float(criterion_values(1247.52821, 250, 8, "bic")) == pytest.approx(446.036318,
-                                                                                abs=1e-5)  # 9 printed digits
+                                                                                abs=1e-5)
     assert float(criterion_values(29.9943157, 401, 3, "bic")) == pytest.approx(-1021.79248,
-                                                                                abs=1e-5)  # 9 printed digits
+                                                                                abs=1e-5)
     # AICc = lmfit's AIC + 2k(k+1)/(N-k-1)
     assert float(criterion_values(29.9943157, 401, 3, "aicc")) == pytest.approx(
-        -1033.77437 + 24 / 397, abs=1e-5)  # 9 printed digits
+        -1033.77437 + 24 / 397, abs=1e-5)
 
 
 def test_ftest_steps_while_significant():
