@@ -122,3 +122,21 @@ def test_batch_row_has_the_same_table():
     one = peakfit.fit_gaussians(x, Y[1], n=1)
     np.testing.assert_allclose(b[1].peaks["area"], one.peaks["area"], rtol=1e-9)
     np.testing.assert_allclose(b[1].peaks["area_err"], one.peaks["area_err"], rtol=1e-6)
+
+
+def test_cli_demo_csv_is_the_peak_table(capsys):
+    import csv
+
+    from peakfit.cli import _bundled_example, main
+
+    assert main(["demo", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    s = _bundled_example()
+    t = peakfit.fit_gaussians(s.x, s.Y[0], 4).peaks
+    assert [int(r["peak"]) for r in rows] == [1, 2, 3, 4]
+    for c in PEAK_COLUMNS:
+        assert [float(r[c]) for r in rows] == t[c].tolist()  # repr: exact
+        assert [float(r[f"{c}_err"]) for r in rows] == t[f"{c}_err"].tolist()
+    assert {r["state"] for r in rows} == {"converged"} and rows[0]["n"] == "4"
+    assert main(["demo", "--json", "--format", "csv"]) == 2
+    assert "--json contradicts --format csv" in capsys.readouterr().err

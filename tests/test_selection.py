@@ -162,3 +162,21 @@ def test_cli_n_auto_json_and_text(shared_data, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "Number of peaks chosen by FTEST: n = 3" in out
     assert "\nPeaks:\npeak" in out
+
+
+def test_cli_batch_n_auto_writes_n_and_padded_columns(tmp_path, capsys):
+    from peakfit.io import read_table
+
+    x = np.linspace(0, 10, 150)
+    Y = np.stack([gauss_sum(x, [(2, 4, 0.7)]), gauss_sum(x, [(2, 3, 0.6), (1, 7, 0.6)])])
+    Y = Y + 0.01 * np.random.default_rng(8).standard_normal(Y.shape)
+    src = tmp_path / "two.csv"
+    np.savetxt(src, np.column_stack([x, Y.T]), delimiter=",", header="x,s1,s2", comments="")
+    out = tmp_path / "res.csv"
+    rc = main(["batch", str(src), "-n", "auto", "--n-max", "3", "-o", str(out), "--quiet",
+               "--format", "json", "--device", "cpu"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["converged"] == 2
+    t = read_table(out)
+    assert t["n"].tolist() == [1, 2] and t["name"].tolist() == ["s1", "s2"]
+    assert math.isnan(t["b2"][0]) and t["b2"][1] == pytest.approx(7, abs=0.01)
