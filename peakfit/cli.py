@@ -6,8 +6,9 @@ Subcommands
     Fit the bundled 4-peak example and print MATLAB's display and the sorted means (needs only
     NumPy and SciPy).
 ``peakfit fit FILE -n 4``
-    Fit every spectrum of a file (or ``--index I``); print MATLAB's display and the sorted
-    means, or ``--json``.
+    Fit every spectrum of a file (or ``--index I``; ``FILE`` may be ``-``, standard input);
+    print MATLAB's display, the sorted means and the peak table, or ``--format json|csv``.
+    ``-n auto`` chooses the number of peaks (``--criterion``, ``--n-max``).
 ``peakfit batch INPUT... -n 4 -o OUT``
     Fit every spectrum of many files, chunk by chunk, into a CSV/Parquet/HDF5 table; resumable.
 ``peakfit plot FILE -n 4 -o fit.png``
