@@ -303,15 +303,10 @@ class _TextFile:
             if self.label == _STDIN_LABEL and not _STDIN_CACHE.get("text"):
                 what = "standard input is empty"
             raise FileFormatError(what, self.label)
-        if skip_header is None and header is not False:
+        if skip_header is None and header is None:
             found = self._find_block(delimiter)
             if found is not None:
-                self.delimiter, self.skip, names = found
-                if names is not None and header is not False:
-                    self.header_names = names
-                elif header:
-                    raise FileFormatError("header=True but no line of column names precedes "
-                                          "the data", self.label, self.skip + 1)
+                self.delimiter, self.skip, self.header_names = found
                 return
         lineno, text = first
         if delimiter is None:
@@ -372,8 +367,14 @@ class _TextFile:
         self, delimiter: str | None
     ) -> tuple[str | None, int, list[str] | None] | None:
         """(delimiter, lines to skip, column names) of the data block, or None."""
+        lines: list[str] = []
+        size = 0
         with self._open() as fh:
-            lines = [t for _, (_, t) in zip(range(_SNIFF_LINES), self._physical(fh))]
+            for _, text in self._physical(fh):
+                lines.append(text)
+                size += len(text)
+                if len(lines) >= _SNIFF_LINES or size > _SNIFF_CHARS:
+                    break
         if delimiter is not None:
             delims: tuple[str | None, ...] = (delimiter,)
         elif Path(self.path).suffix.lower() == ".tsv":
@@ -394,27 +395,47 @@ class _TextFile:
         return d, start, self._names_above(lines, start, ncol)
 
     def _block_with(self, lines: list[str], d: str | None) -> tuple[int, int] | None:
-        """(0-based index of the first data line, columns) for delimiter ``d``, or None."""
+        """(0-based index of the first data line, columns) for delimiter ``d``, or None.
+
+        Lines are classified as needed (the first run found ends the scan).
+        """
         shape: list[int | None] = []  # cells of a numeric line, None for text, -1 for blank
-        for text in lines:
-            s = text.strip()
-            if not s or s.startswith("#"):
-                shape.append(-1)
+
+        def classify(i: int) -> int | None:
+            while len(shape) <= i:
+                text = lines[len(shape)]
+                s = text.strip()
+                if not s or s.startswith("#"):
+                    shape.append(-1)
+                    continue
+                cells = self._split_with(text, d)
+                ok = any(_unquote(c) for c in cells) and not any(self._non_numeric(c)
+                                                                  for c in cells)
+                shape.append(len(cells) if ok else None)
+            return shape[i]
+
+        prev: int | None = None  # shape of the previous non-blank line
+        widths: set[int] = set()  # numeric widths seen above
+        for i in range(len(lines)):
+            ncol = classify(i)
+            if ncol == -1:
                 continue
-            cells = self._split_with(text, d)
-            ok = any(_unquote(c) for c in cells) and not any(self._non_numeric(c)
-                                                              for c in cells)
-            shape.append(len(cells) if ok else None)
-        real = [i for i, v in enumerate(shape) if v != -1]
-        for pos, i in enumerate(real):
-            ncol = shape[i]
-            if ncol is None or (pos > 0 and shape[real[pos - 1]] is not None):
-                continue
-            if any(shape[j] == ncol for j in real[:pos]):
-                return None  # data of this width above: a bad line inside the data, no preamble
-            run = real[pos : pos + _RUN]
-            if all(shape[j] == ncol for j in run):
-                return i, int(ncol)
+            if ncol is not None and prev is None:
+                if ncol in widths:
+                    return None  # data of this width above: a bad line inside data, no preamble
+                run, j = 0, i
+                while j < len(lines) and run < _RUN:
+                    w = classify(j)
+                    if w != -1:
+                        if w != ncol:
+                            break
+                        run += 1
+                    j += 1
+                else:
+                    return i, int(ncol)
+            if ncol is not None:
+                widths.add(ncol)
+            prev = ncol
         return None
 
     def _names_above(self, lines: list[str], start: int, ncol: int) -> list[str] | None:
@@ -522,7 +543,8 @@ class _TextFile:
 
 _STDIN_LABEL = "<stdin>"
 _STDIN_CACHE: dict[str, str] = {}
-_SNIFF_LINES = 5000  # lines read to find the data block
+_SNIFF_LINES = 5000  # lines read to find the data block (at most _SNIFF_CHARS characters)
+_SNIFF_CHARS = 4_000_000
 _RUN = 5  # numeric lines of equal width that open a data block
 _THOUSANDS = {".": re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?"),
               ",": re.compile(r"[+-]?\d{1,3}(\.\d{3})+(,\d*)?([eE][+-]?\d+)?")}
@@ -593,49 +615,62 @@ def _text_layout(layout: str, tf: _TextFile | None = None, x: Any = None, y: Any
                  ) -> tuple[str, Any]:
     """The layout of a text file and the x option for it (``layout='auto'`` decides by content).
 
-    ``'auto'`` reads columns, except for a file without column names whose rows are longer
-    than its columns are (more cells per line than lines, at least 20) while its first column
-    is not monotonic, as an x column would be: that is one spectrum per row (x taken from the
-    first row when that row alone is strictly monotonic). A file with more cells per line than
-    lines that is read as columns gets a warning.
+    ``'auto'`` reads columns, except for a file without column names, ``x``/``y`` options or
+    a monotonic first column (as an x column would be), with lines of at least 20 cells that
+    are more than the lines, or whose first line alone is strictly monotonic (an x line): that
+    is one spectrum per line (x from the first line when it is such an x line). A file with
+    more cells per line than lines that is read as columns gets a warning.
     """
     if layout != "auto":
         return layout, x
     if tf is None or tf.header_names is not None or x is not None or y is not None:
         return "columns", x
-    sample = []
-    for lineno, text in tf.data_lines():
-        sample.append((lineno, text))
-        if len(sample) > _SNIFF_LINES:
-            break
-    if not sample:
-        return "columns", x
-    ncol = len(tf.split(sample[0][1]))
-    nrow = len(sample)
-    if ncol <= nrow or ncol < 20:
-        return "columns", x
+    gen = tf.data_lines()
     try:
-        data = tf.parse(sample, ncol, sample[0][0])
+        first = next(gen, None)
+        if first is None:
+            return "columns", x
+        ncol = len(tf.split(first[1]))
+        if ncol < _WIDE:
+            return "columns", x
+        sample = [first]
+        for item in gen:  # enough lines to compare with ncol; parse at most _LAYOUT_ROWS
+            sample.append(item)
+            if len(sample) > ncol:
+                break
+    finally:
+        gen.close()
+    nrow = len(sample)
+    try:
+        data = tf.parse(sample[:_LAYOUT_ROWS], ncol, sample[0][0])
     except InputError:
         return "columns", x  # the reader will report the bad line
     with np.errstate(invalid="ignore"):
         d0 = np.diff(data[:, 0])
-        col_mono = nrow >= 3 and (bool(np.all(d0 > 0)) or bool(np.all(d0 < 0)))
+        col_mono = data.shape[0] >= 3 and (bool(np.all(d0 > 0)) or bool(np.all(d0 < 0)))
         dr = np.diff(data, axis=1)
         row_mono = np.all(dr > 0, axis=1) | np.all(dr < 0, axis=1)
+    x_line = data.shape[0] >= 2 and bool(row_mono[0]) and not bool(row_mono[1:].any())
     if col_mono:
-        warnings.warn(
-            f"{tf.label}: lines have {ncol} cells but there are only {nrow} lines; reading "
-            "columns (x = column 0); if each line is one spectrum, use layout='rows' "
-            "(--layout rows)", UserWarning, stacklevel=4)
+        if nrow <= ncol:
+            warnings.warn(
+                f"{tf.label}: lines have {ncol} cells but there are only {nrow} lines; "
+                "reading columns (x = column 0); if each line is one spectrum, use "
+                "layout='rows' (--layout rows)", UserWarning, stacklevel=4)
         return "columns", x
-    x_row = 0 if nrow >= 2 and bool(row_mono[0]) and not bool(row_mono[1:].any()) else None
-    warnings.warn(
-        f"{tf.label}: read as one spectrum per line ({nrow - (x_row == 0)} spectra of {ncol} "
-        "values"
-        f"{', x from the first line' if x_row == 0 else ''}); use layout='columns' "
-        "(--layout columns) to read columns", UserWarning, stacklevel=4)
-    return "rows", x_row
+    if nrow <= ncol or x_line:
+        x_row = 0 if x_line else None
+        k = f"{nrow - x_line} spectra" if nrow <= ncol else "spectra"
+        warnings.warn(
+            f"{tf.label}: read as one spectrum per line ({k} of {ncol} values"
+            f"{', x from the first line' if x_line else ''}); use layout='columns' "
+            "(--layout columns) to read columns", UserWarning, stacklevel=4)
+        return "rows", x_row
+    return "columns", x
+
+
+_WIDE = 20  # cells per line from which a file may hold one spectrum per line
+_LAYOUT_ROWS = 200  # lines parsed to decide the layout
 
 
 class _TextRows:

@@ -351,7 +351,13 @@ def fit_auto(
     for k in ns:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FitWarning)  # overfitted candidates warn by design
-            fits.append(fit_gaussians(x, y, k, baseline=baseline, **kwargs))
+            try:
+                fits.append(fit_gaussians(x, y, k, baseline=baseline, **kwargs))
+            except InputError as exc:
+                if not fits or "not enough data" not in str(exc):
+                    raise
+                break  # excluded or missing points leave too few for larger n
+    ns = ns[: len(fits)]
     sse = np.array([[f.gof.sse for f in fits]])
     m = np.array([[f.output.numobs for f in fits]])
     P = np.array([[f.model.n_params for f in fits]])

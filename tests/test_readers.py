@@ -193,3 +193,18 @@ def test_cli_reads_stdin_and_named_columns(tmp_path):
     assert lines[0].startswith("source,index,name,peak,centre,centre_err")
     fields = lines[1].split(",")
     assert fields[:4] == ["<stdin>", "0", "counts", "1"] and abs(float(fields[4]) - 20) < 1e-4
+
+
+def test_many_spectra_per_line_with_an_x_line(tmp_path):
+    """More spectra than points: the x line (monotonic, alone) still shows the layout."""
+    p, _ = _row_file(tmp_path, 60, 30, with_x=True)
+    with pytest.warns(UserWarning, match=r"read as one spectrum per line \(spectra of 30 "
+                                         r"values, x from the first line\)"):
+        s = load_spectra(p)
+    assert (s.k, s.m) == (60, 30)
+
+
+def test_header_true_keeps_its_meaning(tmp_path):
+    p = write(tmp_path / "h.csv", "10,20\n1,2\n3,4\n")
+    s = load_spectra(p, header=True)
+    assert s.names == ("20",) and s.x.tolist() == [1, 3]

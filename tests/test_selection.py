@@ -180,3 +180,12 @@ def test_cli_batch_n_auto_writes_n_and_padded_columns(tmp_path, capsys):
     t = read_table(out)
     assert t["n"].tolist() == [1, 2] and t["name"].tolist() == ["s1", "s2"]
     assert math.isnan(t["b2"][0]) and t["b2"][1] == pytest.approx(7, abs=0.01)
+
+
+def test_candidates_stop_where_the_usable_points_run_out():
+    x = np.linspace(0, 10, 30)
+    y = gauss_sum(x, [(2, 5, 2.0)]) + 0.02 * np.random.default_rng(0).standard_normal(30)
+    keep = [2, 6, 10, 12, 14, 16, 20, 26]
+    y[np.setdiff1d(np.arange(30), keep)] = np.nan  # 8 usable points: n = 3 (9 coefficients)
+    r = peakfit.fit_gaussians(x, y, n="auto", nan_policy="omit")
+    assert r.selection.candidates["n"].tolist() == [1, 2] and r.n == 1
