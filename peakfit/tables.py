@@ -633,11 +633,10 @@ class _Hdf5Backend:
         final = os.path.join(self.parts_dir, f"part-{self._next_part:06d}.h5")
 
         def write(tmp: str) -> None:
-            with self.h5py.File(tmp, "w") as fh:
-                _h5_create(self.h5py, fh, columns, kinds)
+            with self.h5py.File(tmp, "w") as fh:  # contiguous datasets: written once
                 for c in columns:
-                    fh[c].resize((len(data[c]),))
-                    fh[c][:] = data[c]
+                    fh.create_dataset(c, data=data[c], dtype=_h5_dtype(self.h5py, kinds[c]))
+                fh.attrs[_COLUMNS_ATTR] = np.array(columns, dtype=self.h5py.string_dtype())
                 fh.attrs[_COMMIT_ATTR] = len(data["index"])
 
         _replace_atomically(final, write)
@@ -649,11 +648,15 @@ class _Hdf5Backend:
         self._fold()
 
 
+def _h5_dtype(h5py: Any, kind: str) -> Any:
+    return {"str": h5py.string_dtype("utf-8"), "int": np.int64, "float": np.float64,
+            "bool": np.bool_}[kind]
+
+
 def _h5_create(h5py: Any, fh: Any, columns: Sequence[str], kinds: Mapping[str, str]) -> None:
     for c in columns:
-        dtype = {"str": h5py.string_dtype("utf-8"), "int": np.int64, "float": np.float64,
-                 "bool": np.bool_}[kinds[c]]
-        fh.create_dataset(c, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+        fh.create_dataset(c, shape=(0,), maxshape=(None,), dtype=_h5_dtype(h5py, kinds[c]),
+                          chunks=(4096,))
     fh.attrs[_COLUMNS_ATTR] = np.array(list(columns), dtype=h5py.string_dtype("utf-8"))
     fh.attrs[_COMMIT_ATTR] = 0
 
