@@ -54,7 +54,9 @@ from .diagnostics import (
     sparse_update_study,
     stability_limit,
 )
-from .optim import SGD, Adam, AdamW, GradScaler, Optimizer
+from .faults import LossFault, diagnose_loss
+from .losses import PoissonRegression, RelativeErrorRegression
+from .optim import SGD, Adam, AdamW, GradScaler, Optimizer, coalesce, sgd_stability_factor
 from .problems import (
     EmbeddingRegression,
     GaussianPeak,
@@ -80,6 +82,12 @@ from .train import (
 )
 
 __all__ = [
+    "LossFault",
+    "PoissonRegression",
+    "RelativeErrorRegression",
+    "coalesce",
+    "diagnose_loss",
+    "sgd_stability_factor",
     "SGD",
     "Adam",
     "AdamW",

@@ -296,6 +296,31 @@ class LeastSquaresProblem:
 
         return op
 
+    def _residual_terms(self, w: Any, idx: Any) -> Any:
+        """Yield the intermediate terms of the residuals; return the residuals."""
+        r = self.residuals(w, idx)
+        rows = slice(None) if idx is None else self.xp.asarray(idx)
+        inputs = {f"data[{k}]": a[rows] for k, a in enumerate(self._data) if a.ndim == 1}
+        yield "residuals r = model - y", r, inputs
+        return r
+
+    def loss_terms(self, w: Any, idx: Any = None) -> Any:
+        """Yield ``(name, array, inputs)`` for each intermediate of the loss, in order.
+
+        Used by :func:`peakfit.gd.diagnose_loss` to name the first non-finite term.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> p = LinearRegression(np.eye(2), np.array([1.0, 2.0]))
+        >>> [name for name, _, _ in p.loss_terms(np.zeros(2))]
+        ['residuals r = model - y', 'r²', 'loss = 0.5·mean(r²)']
+        """
+        r = yield from self._residual_terms(w, idx)
+        r2 = r * r
+        yield "r²", r2, {"r": r}
+        yield f"loss = {self._c:g}·mean(r²)", self.xp.asarray(self._c * self.xp.mean(r2)), {}
+
     def bad_rows(self, idx: Any = None) -> np.ndarray:
         """Indices (into the full data) of examples with a NaN or Inf in any data array.
 
@@ -560,6 +585,19 @@ class GaussianPeak(LeastSquaresProblem):
         """Columns ``(e, 2aeu/c, 2aeu²/c)`` with ``u = (x - b)/c`` and ``e = exp(-u²)``."""
         a, c, u, e, _ = self._parts(w, idx)
         return self.xp.stack([e, 2 * a * e * u / c, 2 * a * e * u * u / c], axis=1)
+
+    def _residual_terms(self, w: Any, idx: Any) -> Any:
+        w = self._w(w)
+        sel = slice(None) if idx is None else self.xp.asarray(idx)
+        x, y = self.x[sel], self.y[sel]
+        a, b, c = w[0], w[1], w[2]
+        u = (x - b) / c
+        yield "u = (x - b)/c", u, {"x": x, "b": b, "c": c}
+        e = self.xp.exp(-u * u)
+        yield "e = exp(-u²)", e, {"u": u}
+        r = a * e - y
+        yield "residuals r = a·e - y", r, {"a": a, "e": e, "y": y}
+        return r
 
     def residual_hessians(self, w: Any, idx: Any = None) -> Any:
         """Exact second derivatives of the model (shape ``(m, 3, 3)``)."""
