@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from .problems import _as_float_array, array_module, to_numpy
+from .problems import _as_float_array, _Picklable, array_module, to_numpy
 
 __all__ = ["PoissonRegression", "RelativeErrorRegression"]
 
 
-class _RowLoss:
+class _RowLoss(_Picklable):
     """Shared plumbing: data ``X`` (N, d), ``y`` (N,), mean over the batch of a row loss."""
 
     linear = False

@@ -19,6 +19,7 @@ residuals, loss and gradient in float16.
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 from collections.abc import Sequence
@@ -98,7 +99,20 @@ def _check_convention(convention: str) -> float:
     return _CONVENTIONS[convention]
 
 
-class LeastSquaresProblem:
+class _Picklable:
+    """Pickle the array module by name (problems travel to worker processes)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["xp"] = state["xp"].__name__
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["xp"] = importlib.import_module(state["xp"])
+        self.__dict__.update(state)
+
+
+class LeastSquaresProblem(_Picklable):
     """Base class: loss ``c * mean(r**2)`` over a batch, with exact derivatives.
 
     Subclasses implement :meth:`residuals`, :meth:`jacobian` and, for non-linear
@@ -621,7 +635,7 @@ class GaussianPeak(LeastSquaresProblem):
         return GaussianPeak(self.x.astype(dtype), self.y.astype(dtype), convention=self.convention)
 
 
-class EmbeddingRegression:
+class EmbeddingRegression(_Picklable):
     """Embedding-style least squares: ``l_i = c * |E[ids_i] - t_i|**2``, parameters ``E`` (V, D).
 
     A batch only touches the rows ``ids[batch]``, so its gradient is *sparse*:
