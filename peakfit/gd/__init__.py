@@ -12,6 +12,10 @@ sliding-window regression and a Gaussian peak ``a*exp(-((x-b)/c)**2)``:
   batch size buys;
 * :func:`gradient_second_moment` -- per-example gradient moments in one O(N) pass;
 * :func:`compare_weight_decay`, :func:`precision_study`, :func:`sparse_update_study`;
+* :func:`hogwild` -- asynchronous lock-free SGD on shared parameters (processes),
+  against :func:`sync_sgd`; :func:`delayed_sgd` models staleness;
+* :func:`saturation_study` -- tanh/sigmoid gradients that are exactly zero in float16;
+* :func:`diagnose_loss` -- which term and which input row made the loss NaN/Inf;
 * :func:`peakfit.gd.demo.run_demo` -- all figures and a Markdown report.
 
 Everything works on NumPy arrays and, unchanged, on CuPy arrays (never imported here).
@@ -55,6 +59,7 @@ from .diagnostics import (
     stability_limit,
 )
 from .faults import LossFault, diagnose_loss
+from .hogwild import HogwildResult, delayed_sgd, delayed_stability_factor, hogwild, sync_sgd
 from .losses import PoissonRegression, RelativeErrorRegression
 from .optim import SGD, Adam, AdamW, GradScaler, Optimizer, coalesce, sgd_stability_factor
 from .problems import (
@@ -70,6 +75,7 @@ from .problems import (
     make_sliding_window,
     to_numpy,
 )
+from .saturation import SaturationStudy, TwoLayerNet, saturation_study, saturation_threshold
 from .train import (
     GradientNoise,
     History,
@@ -91,6 +97,7 @@ __all__ = [
     "GradScaler",
     "GradientNoise",
     "History",
+    "HogwildResult",
     "LRSweep",
     "LeastSquaresProblem",
     "LinearRegression",
@@ -102,8 +109,10 @@ __all__ = [
     "PrecisionStudy",
     "RangeTest",
     "RelativeErrorRegression",
+    "SaturationStudy",
     "SlidingWindowRegression",
     "SparseStudy",
+    "TwoLayerNet",
     "WeightDecayComparison",
     "array_module",
     "batch_indices",
@@ -111,12 +120,15 @@ __all__ = [
     "check_finite",
     "coalesce",
     "compare_weight_decay",
+    "delayed_sgd",
+    "delayed_stability_factor",
     "diagnose_loss",
     "fit_critical_batch",
     "gradient_second_moment",
     "gradient_second_moment_bruteforce",
     "gradient_variance",
     "hessian_eigenvalues",
+    "hogwild",
     "lambda_max",
     "linear_scaling_lr",
     "lr_range_test",
@@ -130,10 +142,13 @@ __all__ = [
     "per_example_grad_norms",
     "precision_study",
     "resolve_batch_size",
+    "saturation_study",
+    "saturation_threshold",
     "sgd_stability_factor",
     "sparse_update_study",
     "stability_limit",
     "steps_per_epoch",
+    "sync_sgd",
     "to_numpy",
     "train",
 ]
