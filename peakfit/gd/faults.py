@@ -66,9 +66,10 @@ class LossFault:
         Examples
         --------
         >>> f = LossFault("log(μ)", ["divide by zero"], [3], 0, 1, {"μ": [0.0]})
-        >>> print(f.describe().replace(" after", "\n after"))
-        term 'log(μ)' is non-finite (1 Inf)
-         after division by zero (x/0 or log(0)) at row(s) [3] where μ = [0.0]
+        >>> f.describe()[:35]
+        "term 'log(μ)' is non-finite (1 Inf)"
+        >>> f.describe()[35:]
+        ' after division by zero (x/0 or log(0)) at row(s) [3] where μ = [0.0]'
         """
         what = ", ".join(
             f"{k} {v}" for k, v in (("NaN", self.n_nan), ("Inf", self.n_inf)) if v

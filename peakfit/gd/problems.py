@@ -314,7 +314,12 @@ class LeastSquaresProblem(_Picklable):
         """Yield the intermediate terms of the residuals; return the residuals."""
         r = self.residuals(w, idx)
         rows = slice(None) if idx is None else self.xp.asarray(idx)
-        inputs = {f"data[{k}]": a[rows] for k, a in enumerate(self._data) if a.ndim == 1}
+        names = getattr(self, "_data_names", ())
+        inputs = {
+            names[k] if k < len(names) else f"data[{k}]": a[rows]
+            for k, a in enumerate(self._data)
+            if a.ndim == 1
+        }
         yield "residuals r = model - y", r, inputs
         return r
 
@@ -398,6 +403,7 @@ class LinearRegression(LeastSquaresProblem):
 
     linear = True
     name = "linear regression"
+    _data_names = ("X", "y")
 
     def __init__(self, X: Any, y: Any, *, convention: str = "half_mse") -> None:
         xp = array_module(X, y)
