@@ -72,7 +72,7 @@ class LossFault:
         ' after division by zero (x/0 or log(0)) at row(s) [3] where μ = [0.0]'
         """
         what = ", ".join(
-            f"{k} {v}" for k, v in (("NaN", self.n_nan), ("Inf", self.n_inf)) if v
+            f"{v} {k}" for k, v in (("NaN", self.n_nan), ("Inf", self.n_inf)) if v
         )
         ev = " and ".join(_EVENTS.get(e, e) for e in self.events) or "a non-finite input"
         msg = f"term '{self.term}' is non-finite ({what}) after {ev}"

@@ -115,8 +115,8 @@ class RelativeErrorRegression(_RowLoss):
     --------
     >>> import numpy as np
     >>> p = RelativeErrorRegression(np.ones((2, 1)), np.array([2.0, 4.0]))
-    >>> p.loss(np.array([2.0]))
-    0.125
+    >>> p.loss(np.array([2.0]))  # r = (0, -2): ½·mean(0, 4/16)
+    0.0625
     """
 
     name = "relative-error regression"
