@@ -117,7 +117,12 @@ def test_lr_sweep_finds_the_limit_of_every_momentum_variant(
     )
     lim = stability_limit(lam, momentum=momentum, nesterov=nesterov, dampening=dampening)
     s = lr_sweep(
-        lin, np.zeros(5), steps=300, momentum=momentum, nesterov=nesterov, dampening=dampening,
+        lin,
+        np.zeros(5),
+        steps=300,
+        momentum=momentum,
+        nesterov=nesterov,
+        dampening=dampening,
         lam_max=lam,
     )
     assert s.limit == lim
@@ -212,12 +217,28 @@ def test_guard_raises_when_the_loss_scale_collapses(lin) -> None:
     w0 = np.zeros(5, dtype=np.float32)
     # lr 3/λmax diverges: the fp16 forward overflows at every scale, every step is skipped
     with np.errstate(all="ignore"):
-        free = train(p16, w0, SGD(lr=3.0 / lam), epochs=400, batch_size=lin.n, shuffle=False,
-                     scaler=GradScaler(), guard=False, eval_full=False)
+        free = train(
+            p16,
+            w0,
+            SGD(lr=3.0 / lam),
+            epochs=400,
+            batch_size=lin.n,
+            shuffle=False,
+            scaler=GradScaler(),
+            guard=False,
+            eval_full=False,
+        )
     assert free.skipped.sum() > 100 and free.loss_scale[-1] < 1e-30  # silent before
     with pytest.raises(NonFiniteError) as info:
-        train(p16, w0, SGD(lr=3.0 / lam), epochs=400, batch_size=lin.n, shuffle=False,
-              scaler=GradScaler())
+        train(
+            p16,
+            w0,
+            SGD(lr=3.0 / lam),
+            epochs=400,
+            batch_size=lin.n,
+            shuffle=False,
+            scaler=GradScaler(),
+        )
     err = info.value
     # raised within the first 60 of the 400 steps (the free run skipped 387 in silence)
     assert err.array == "loss scale" and err.step <= 60
@@ -237,8 +258,15 @@ def test_legitimate_overflow_calibration_is_not_flagged() -> None:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((512, 4))
     big = make_linear(4, 1).__class__(X, X @ (300.0 * rng.standard_normal(4)))
-    h = train(big.with_dtype(np.float16), np.zeros(4, dtype=np.float32), SGD(lr=0.5), epochs=40,
-              batch_size=512, shuffle=False, scaler=GradScaler())
+    h = train(
+        big.with_dtype(np.float16),
+        np.zeros(4, dtype=np.float32),
+        SGD(lr=0.5),
+        epochs=40,
+        batch_size=512,
+        shuffle=False,
+        scaler=GradScaler(),
+    )
     assert 5 <= h.skipped.sum() < 40  # skipped while calibrating, then trains: no error
 
 
@@ -293,10 +321,10 @@ def test_hogwild_sparse_updates_rarely_conflict() -> None:
     e = make_embedding(4000, 2000, 2, zipf=0.0, seed=0)  # uniform rows: sparse, disjoint
     p = make_linear(400, 4, seed=0)
     lam = lambda_max(p)
-    rs = hogwild(e, np.zeros(e.shape), SGD(lr=0.5, lazy=True), workers=2, steps=600,
-                 batch_size=2, timeout=60)
-    rd = hogwild(p, np.zeros(4), SGD(lr=0.2 / lam), workers=2, steps=600, batch_size=2,
-                 timeout=60)
+    rs = hogwild(
+        e, np.zeros(e.shape), SGD(lr=0.5, lazy=True), workers=2, steps=600, batch_size=2, timeout=60
+    )
+    rd = hogwild(p, np.zeros(4), SGD(lr=0.2 / lam), workers=2, steps=600, batch_size=2, timeout=60)
     assert rs.updates.tolist() == [600, 600] and e.loss(rs.params) < e.loss(np.zeros(e.shape))
     # a dense update conflicts whenever another one lands meanwhile; a 2-row update of a
     # 2000-row table almost never does
@@ -308,8 +336,9 @@ def test_hogwild_torch_backend_and_bad_arguments() -> None:
     pytest.importorskip("torch")
     p = make_linear(300, 3, seed=0)
     lam = lambda_max(p)
-    r = hogwild(p, np.zeros(3), SGD(lr=0.2 / lam), workers=2, steps=300, backend="torch",
-                timeout=60)
+    r = hogwild(
+        p, np.zeros(3), SGD(lr=0.2 / lam), workers=2, steps=300, backend="torch", timeout=60
+    )
     assert r.backend == "torch" and r.updates.tolist() == [300, 300]
     assert p.loss(r.params) < 0.05 * p.loss(np.zeros(3))
     with pytest.raises(ValueError, match="workers must be a positive integer"):
@@ -324,8 +353,7 @@ def test_hogwild_torch_backend_and_bad_arguments() -> None:
 def test_hogwild_timeout_stops_the_workers() -> None:
     p = make_linear(2000, 50, seed=0)
     with pytest.raises(TimeoutError, match="timeout"):
-        hogwild(p, np.zeros(50), SGD(lr=1e-4), workers=2, steps=10**7, batch_size=64,
-                timeout=1.0)
+        hogwild(p, np.zeros(50), SGD(lr=1e-4), workers=2, steps=10**7, batch_size=64, timeout=1.0)
 
 
 def test_staleness_shrinks_the_stable_lr_as_levin_and_may() -> None:

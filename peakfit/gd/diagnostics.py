@@ -604,7 +604,9 @@ class NoiseScale:
     """Gradient noise scale ``B_simple = tr(Σ) / |G|²`` (McCandlish et al. 2018).
 
     ``g2`` is ``|G|²`` (squared true gradient), ``trace_sigma`` the trace of the
-    per-example gradient covariance, ``b_simple`` their ratio. Estimates from
+    per-example gradient covariance, ``b_simple`` their ratio; ``b_noise`` is the
+    Hessian-weighted ``tr(HΣ)/(GᵀHG)`` (exact values only), which McCandlish et al.
+    relate to the critical batch size; the two coincide when ``H ∝ I``. Estimates from
     :func:`noise_scale_two_batch` also carry standard errors and the draw count.
     """
 
@@ -615,6 +617,7 @@ class NoiseScale:
     trace_sigma_se: float = 0.0
     draws: int = 0
     cov: float = 0.0
+    b_noise: float = math.nan
 
     @property
     def b_simple_se(self) -> float:
@@ -657,10 +660,20 @@ def noise_scale(problem: LeastSquaresProblem, w: Any) -> NoiseScale:
     >>> ns.g2, ns.trace_sigma, ns.b_simple
     (25.0, 16.0, 0.64)
     """
-    G = problem.grad(w).astype(problem.xp.float64)
+    xp = problem.xp
+    G = problem.grad(w).astype(xp.float64)
     g2 = float(G @ G)
     tr = float(gradient_second_moment(problem, w).sum()) - g2
-    return NoiseScale(g2=g2, trace_sigma=tr, b_simple=tr / g2 if g2 > 0 else math.inf)
+    H = problem.hessian(w).astype(xp.float64)
+    P = problem.per_example_grads(w).astype(xp.float64)
+    ghg = float(G @ H @ G)
+    tr_h = float(xp.mean(xp.sum((P @ H) * P, axis=1))) - ghg
+    return NoiseScale(
+        g2=g2,
+        trace_sigma=tr,
+        b_simple=tr / g2 if g2 > 0 else math.inf,
+        b_noise=tr_h / ghg if ghg > 0 else math.inf,
+    )
 
 
 def noise_scale_two_batch(
@@ -918,8 +931,11 @@ class WeightDecayComparison:
 
     ``params`` maps ``"adam_l2"``, ``"adamw"``, ``"sgd_l2"``, ``"sgd_decoupled"`` to
     final parameters; ``ridge`` is the minimiser of ``L + λ/2 |w|²`` for linear
-    problems (where every L2 variant must end); ``adam_effective_decay`` is Adam+L2's
-    per-coordinate shrink ``lr·λ/(sqrt(v̂)+ε)`` at the end, versus AdamW's ``lr·λ``.
+    problems (where every L2 variant must end); ``dist_to_ridge[name]`` the relative
+    distance ``|w_t - ridge|/|ridge|`` after each step (linear problems);
+    ``adam_effective_decay`` is Adam+L2's per-coordinate ``lr·λ/(sqrt(v̂)+ε)`` at the
+    end, versus AdamW's ``lr·λ`` (kept for reference: near convergence ``v̂ -> 0`` and
+    this ratio says nothing about where each optimizer ends).
     """
 
     params: dict[str, np.ndarray]
@@ -927,6 +943,7 @@ class WeightDecayComparison:
     adam_effective_decay: np.ndarray
     adamw_decay: float
     losses: dict[str, np.ndarray]
+    dist_to_ridge: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def compare_weight_decay(
@@ -962,21 +979,38 @@ def compare_weight_decay(
         "sgd_l2": SGD(lr=sgd_lr, weight_decay=weight_decay),
         "sgd_decoupled": SGD(lr=sgd_lr, weight_decay=weight_decay, decoupled_weight_decay=True),
     }
-    params, losses = {}, {}
-    for name, opt in opts.items():
-        h = train(problem, w0, opt, epochs=steps, batch_size=n, shuffle=False, eval_full=False)
-        params[name] = h.params
-        losses[name] = h.loss
-    adam = opts["adam_l2"]
-    b2 = adam.betas[1]
-    vhat = to_numpy(adam.state["exp_avg_sq"]) / (1 - b2**adam.t)
-    eff = lr * weight_decay / (np.sqrt(vhat) + adam.eps)
     ridge = (
         to_numpy(problem.ridge_solution(weight_decay))
         if isinstance(problem, LinearRegression)
         else None
     )
-    return WeightDecayComparison(params, ridge, eff, lr * weight_decay, losses)
+    params, losses, dist = {}, {}, {}
+    for name, opt in opts.items():
+        track: list[float] = []
+        cb = (
+            None
+            if ridge is None
+            else (lambda _s, w, t=track: t.append(float(np.linalg.norm(to_numpy(w) - ridge))))
+        )
+        h = train(
+            problem,
+            w0,
+            opt,
+            epochs=steps,
+            batch_size=n,
+            shuffle=False,
+            eval_full=False,
+            callback=cb,
+        )
+        params[name] = h.params
+        losses[name] = h.loss
+        if ridge is not None:
+            dist[name] = np.array(track) / np.linalg.norm(ridge)
+    adam = opts["adam_l2"]
+    b2 = adam.betas[1]
+    vhat = to_numpy(adam.state["exp_avg_sq"]) / (1 - b2**adam.t)
+    eff = lr * weight_decay / (np.sqrt(vhat) + adam.eps)
+    return WeightDecayComparison(params, ridge, eff, lr * weight_decay, losses, dist)
 
 
 # ============================================================================ float16

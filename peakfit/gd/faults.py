@@ -71,9 +71,7 @@ class LossFault:
         >>> f.describe()[35:]
         ' after division by zero (x/0 or log(0)) at row(s) [3] where μ = [0.0]'
         """
-        what = ", ".join(
-            f"{v} {k}" for k, v in (("NaN", self.n_nan), ("Inf", self.n_inf)) if v
-        )
+        what = ", ".join(f"{v} {k}" for k, v in (("NaN", self.n_nan), ("Inf", self.n_inf)) if v)
         ev = " and ".join(_EVENTS.get(e, e) for e in self.events) or "a non-finite input"
         msg = f"term '{self.term}' is non-finite ({what}) after {ev}"
         if self.rows:
@@ -161,5 +159,3 @@ def diagnose_loss(problem: Any, w: Any, idx: Any = None) -> LossFault | None:
                 )
     finally:
         np.seterrcall(old_call)
-
-

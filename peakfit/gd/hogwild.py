@@ -342,9 +342,11 @@ def hogwild(
         )
         for k in range(workers)
     ]
-    tt: list[float] = []
-    tu: list[int] = []
-    tl: list[float] = []
+    with np.errstate(all="ignore"):
+        l_init = float(problem.loss(w_init))
+    tt: list[float] = [0.0]
+    tu: list[int] = [0]
+    tl: list[float] = [l_init]
     results: dict[int, tuple] = {}
     try:
         for p in procs:

@@ -113,9 +113,7 @@ class TwoLayerNet:
         self.X = np.asarray(X)
         self.y = np.asarray(y)
         if self.X.ndim != 2 or self.y.shape != (self.X.shape[0],):
-            raise ValueError(
-                f"X must be (N, d) and y (N,), got {self.X.shape} and {self.y.shape}"
-            )
+            raise ValueError(f"X must be (N, d) and y (N,), got {self.X.shape} and {self.y.shape}")
         self.activation = activation
 
     def forward(self, p: dict[str, Any], dtype: Any) -> tuple[Any, Any, Any]:

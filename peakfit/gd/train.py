@@ -372,8 +372,7 @@ def _likely_cause(
             )
         where = "at the start, before any update" if not updated else "at these parameters"
         return (
-            f"the loss itself is undefined {where}, not a learning-rate problem: "
-            f"{fault.describe()}"
+            f"the loss itself is undefined {where}, not a learning-rate problem: {fault.describe()}"
         )
     if dt.itemsize < 8:
         fi = np.finfo(dt)
