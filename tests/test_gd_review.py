@@ -215,9 +215,10 @@ def test_guard_raises_when_the_loss_scale_collapses(lin) -> None:
     p16 = lin.with_dtype(np.float16)
     lam = lambda_max(lin)
     w0 = np.zeros(5, dtype=np.float32)
+
     # lr 3/λmax diverges: the fp16 forward overflows at every scale, every step is skipped
-    with np.errstate(all="ignore"):
-        free = train(
+    def run(**kw):
+        return train(
             p16,
             w0,
             SGD(lr=3.0 / lam),
@@ -225,20 +226,14 @@ def test_guard_raises_when_the_loss_scale_collapses(lin) -> None:
             batch_size=lin.n,
             shuffle=False,
             scaler=GradScaler(),
-            guard=False,
-            eval_full=False,
+            **kw,
         )
+
+    with np.errstate(all="ignore"):
+        free = run(guard=False, eval_full=False)
     assert free.skipped.sum() > 100 and free.loss_scale[-1] < 1e-30  # silent before
     with pytest.raises(NonFiniteError) as info:
-        train(
-            p16,
-            w0,
-            SGD(lr=3.0 / lam),
-            epochs=400,
-            batch_size=lin.n,
-            shuffle=False,
-            scaler=GradScaler(),
-        )
+        run()
     err = info.value
     # raised within the first 60 of the 400 steps (the free run skipped 387 in silence)
     assert err.array == "loss scale" and err.step <= 60

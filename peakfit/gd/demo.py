@@ -759,28 +759,23 @@ def _hogwild(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
     e_uni = make_embedding(20000, 5000, 4, zipf=0.0, seed=0)
     e_zipf = make_embedding(20000, 5000, 4, zipf=1.3, seed=0)
     sp_steps = 1000 if quick else 4000
+    tables = {"sparse, Zipf rows": e_zipf, "sparse, uniform rows": e_uni}
     sparse_runs = {
         "dense (linear, 20 params)": hogwild(
             p, w0, opt, workers=2, steps=sp_steps, batch_size=2, timeout=120
         ),
-        "sparse, Zipf rows": hogwild(
-            e_zipf,
-            np.zeros(e_zipf.shape),
-            SGD(lr=0.5, lazy=True),
-            workers=2,
-            steps=sp_steps,
-            batch_size=2,
-            timeout=120,
-        ),
-        "sparse, uniform rows": hogwild(
-            e_uni,
-            np.zeros(e_uni.shape),
-            SGD(lr=0.5, lazy=True),
-            workers=2,
-            steps=sp_steps,
-            batch_size=2,
-            timeout=120,
-        ),
+        **{
+            name: hogwild(
+                e,
+                np.zeros(e.shape),
+                SGD(lr=0.5, lazy=True),
+                workers=2,
+                steps=sp_steps,
+                batch_size=2,
+                timeout=120,
+            )
+            for name, e in tables.items()
+        },
     }
     sync_sp = sync_sgd(
         e_uni,
