@@ -294,21 +294,28 @@ def test_saturation_study_what_helps_and_what_does_not() -> None:
 # ============================================================ Hogwild
 @pytest.mark.timeout(120)
 def test_hogwild_two_workers_share_one_parameter_vector() -> None:
-    p = make_linear(400, 4, seed=0)
+    # isotropic problem, small lr: the loss falls geometrically with the number of updates
+    # that land in the shared vector (e^-2.4 per 400), far above the SGD noise floor
+    p = make_linear(400, 4, scales=np.ones(4), seed=0)
     lam = lambda_max(p)
     w0 = np.zeros(4)
-    r = hogwild(p, w0, SGD(lr=0.2 / lam), workers=2, steps=400, batch_size=8, timeout=60)
-    assert r.updates.tolist() == [400, 400] and r.total_updates == 800
-    assert r.staleness_mean >= 0 and 0 <= r.conflict_fraction <= 1
+    opt = SGD(lr=0.006 / lam)
     l0, lstar = p.loss(w0), p.loss(p.solution())
-    # both workers' updates land in the one vector: the loss falls as far as 800 sync steps
-    s = sync_sgd(p, w0, SGD(lr=0.2 / lam), steps=800, batch_size=8)
-    assert p.loss(r.params) - lstar < 0.05 * (l0 - lstar)
-    assert p.loss(r.params) - lstar < 3 * (s.trace_loss[-1] - lstar) + 1e-3 * (l0 - lstar)
-    # a single worker with the same budget does only 400
-    one = hogwild(p, w0, SGD(lr=0.2 / lam), workers=1, steps=400, batch_size=8, timeout=60)
-    assert one.staleness_mean == 0 and one.conflict_fraction == 0 and one.total_updates == 400
-    assert r.trace_updates[-1] == 800 and r.trace_loss[-1] == p.loss(r.params)
+
+    def excess(w):
+        return (p.loss(w) - lstar) / (l0 - lstar)
+
+    r2 = hogwild(p, w0, opt, workers=2, steps=400, batch_size=8, timeout=60)
+    r1 = hogwild(p, w0, opt, workers=1, steps=400, batch_size=8, timeout=60)
+    s = sync_sgd(p, w0, opt, steps=800, batch_size=8)
+    assert r2.updates.tolist() == [400, 400] and r2.total_updates == 800
+    assert r1.staleness_mean == 0 and r1.conflict_fraction == 0 and r1.total_updates == 400
+    assert r2.staleness_mean >= 0 and 0 <= r2.conflict_fraction <= 1
+    # measured: 2 workers 1.3-1.5e-4, synchronous 800 updates 1.2-1.5e-4, 1 worker ~1e-2
+    assert excess(r2.params) < 3 * excess(s.params)
+    assert excess(r1.params) > 20 * excess(r2.params)
+    assert r2.trace_updates[0] == 0 and r2.trace_loss[0] == l0
+    assert r2.trace_updates[-1] == 800 and r2.trace_loss[-1] == p.loss(r2.params)
 
 
 @pytest.mark.timeout(120)

@@ -16,7 +16,11 @@ Epochs and batches (Keras ``Model.fit`` on arrays):
 The *finite guard* (``guard=True``) checks the batch data, the loss, the gradient and
 the parameters every step and raises :class:`NonFiniteError` on the first NaN/Inf,
 naming the step, the array and the likely cause -- the "check finite layer" idea of
-``tf.debugging.check_numerics`` and Keras' ``TerminateOnNaN(raise_error=True)``.
+``tf.debugging.check_numerics`` and Keras' ``TerminateOnNaN(raise_error=True)``. A loss
+that is already non-finite before any update is diagnosed term by term
+(:func:`peakfit.gd.diagnose_loss`: ``log(0)``, ``0/0``, overflow, with the input rows);
+under a :class:`GradScaler` the guard raises when the scale collapses or steps keep
+being skipped.
 """
 
 from __future__ import annotations
