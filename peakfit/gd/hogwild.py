@@ -70,6 +70,9 @@ class HogwildResult:
         Updates written by other workers between a worker's read and its write.
     conflict_fraction : float
         Fraction of updates during which another worker wrote one of the same rows.
+    overlap_fraction : float
+        Fraction of updates during which another worker wrote anything (staleness > 0):
+        how often the workers really ran at the same time.
     trace_time, trace_updates, trace_loss : ndarray
         Monitor samples: seconds since start, total updates, full loss.
     """
@@ -82,6 +85,7 @@ class HogwildResult:
     staleness_mean: float
     staleness_max: int
     conflict_fraction: float
+    overlap_fraction: float = 0.0
     trace_time: np.ndarray = field(default_factory=lambda: np.zeros(0))
     trace_updates: np.ndarray = field(default_factory=lambda: np.zeros(0))
     trace_loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -90,6 +94,15 @@ class HogwildResult:
     def total_updates(self) -> int:
         """Sum of the workers' updates."""
         return int(np.sum(self.updates))
+
+    @property
+    def conflicts_per_overlap(self) -> float:
+        """Conflicts among the updates that overlapped another one (1 for dense updates).
+
+        Independent of how often the OS let the workers run concurrently: Hogwild's
+        premise is that it is small for sparse updates. ``nan`` without any overlap.
+        """
+        return self.conflict_fraction / self.overlap_fraction if self.overlap_fraction else math.nan
 
     @property
     def updates_per_s(self) -> float:
@@ -178,7 +191,7 @@ def _worker(
             opt.reset()
         rng = np.random.default_rng(seed + rank)
         n = problem.n
-        stale_sum, stale_max, conflicts, done = 0, 0, 0, 0
+        stale_sum, stale_max, conflicts, overlaps, done = 0, 0, 0, 0, 0
         start.wait()  # a barrier: every worker (and the parent) is ready, then all start
         for k in range(steps):
             if k % 64 == 0 and stop.is_set():  # the check takes a lock: not every step
@@ -210,10 +223,11 @@ def _worker(
             stamps[rows] += 1
             counts[rank] += 1
             lag = others_after - others_before
+            overlaps += lag > 0
             stale_sum += lag
             stale_max = max(stale_max, lag)
             done += 1
-        out.put((rank, done, stale_sum, stale_max, conflicts, time.perf_counter()))
+        out.put((rank, done, stale_sum, stale_max, conflicts, time.perf_counter(), overlaps))
     finally:
         if w_shm is not None:
             w_shm.close()
@@ -421,6 +435,7 @@ def hogwild(
         staleness_mean=sum(results[k][2] for k in range(workers)) / total,
         staleness_max=max(results[k][3] for k in range(workers)),
         conflict_fraction=sum(results[k][4] for k in range(workers)) / total,
+        overlap_fraction=sum(results[k][6] for k in range(workers)) / total,
         trace_time=np.array(tt),
         trace_updates=np.array(tu),
         trace_loss=np.array(tl),

@@ -298,7 +298,11 @@ class SGD(Optimizer):
         d, buf = self._direction(w, g, buf, buf is None)
         if self.momentum != 0:
             self.state["momentum_buffer"] = buf
-        w[...] = self._decay(w) + (-self.lr) * d
+        # in place, element by element (the same arithmetic as w = decay(w) - lr*d): a
+        # concurrent writer to a shared w (Hogwild) can lose at most single elements
+        if self.weight_decay != 0 and self.decoupled_weight_decay:
+            w *= 1 - self.lr * self.weight_decay
+        w += (-self.lr) * d
 
     def _lazy(self, w: Any, rows: Any, g: Any) -> None:
         xp = array_module(w)
