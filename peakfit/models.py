@@ -124,8 +124,7 @@ def render(expr: str | ast.expr, target: str, name: Callable[[str], str] = str,
             return f"({args[0]} ? {args[1]} : {args[2]})"
         return f"({args[1]} if {args[0]} else {args[2]})"
 
-    out = r(node)
-    return out[1:-1] if out.startswith("((") and out.endswith("))") and c else out
+    return r(node)
 
 
 def names_in(expr: str) -> set[str]:
@@ -318,9 +317,9 @@ for _kind in (
 _BUILTIN_BASELINES = frozenset(BASELINE_TERMS)
 
 
-def kinds_key() -> tuple[TermKind, ...]:
-    """The registered term kinds (peak first): a cache key for generated code."""
-    return (GAUSS, *BASELINE_TERMS.values())
+def kinds_key() -> tuple[Any, ...]:
+    """What generated code depends on (the registered kinds' names, parameters and steps)."""
+    return tuple((k.name, k.params, k.steps) for k in (GAUSS, *BASELINE_TERMS.values()))
 
 
 def _namespace(xp: Any, dtype: Any = None) -> dict[str, Any]:
