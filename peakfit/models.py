@@ -356,7 +356,7 @@ def run_steps(kind: TermKind, env: dict[str, Any], xp: Any, outputs: Any = None,
     steps = kind.steps if outputs is None else kind.needed(set(outputs))
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         for nm, ex in steps:
-            env[nm] = eval(_code(ex), ns, env)  # noqa: S307 - the checked term language
+            env[nm] = eval(_code(ex), ns, env)  # the checked term language
     return env
 
 
@@ -617,7 +617,7 @@ class GaussianModel:
             e = env if kind is pk else benv
             expr = getattr(kind, table).get(q, q)
             with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-                out[..., col] = eval(_code(expr), _namespace(xp), dict(e))  # noqa: S307
+                out[..., col] = eval(_code(expr), _namespace(xp), dict(e))
         return out
 
     def rescale(self, p: Any, x0: float, sx: float, sy: float) -> Any:
@@ -654,7 +654,7 @@ class GaussianModel:
             env.update(x0=x0, sx=sx, sy=sy)
             for (qo, qi), expr in kind.unscale_jacobian.items():
                 T[:, off + kind.params.index(qo), off + kind.params.index(qi)] = eval(
-                    _code(expr), ns, dict(env))  # noqa: S307 - the checked term language
+                    _code(expr), ns, dict(env))  # the checked term language
         return T
 
     def bound_scale(self) -> tuple[np.ndarray, np.ndarray]:

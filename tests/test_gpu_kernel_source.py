@@ -169,7 +169,7 @@ def test_source_is_generated_from_the_model_not_handwritten():
     assert "__expf" in s4 and 'extern "C" __global__' in s4
     assert f"{kernel_name(GaussianModel(4, 'quadratic'), 'float32', True, 'row')}_host" in s4
     s9 = generate_source(GaussianModel(9), "float64")
-    assert s9.count("PF_EXP(-(t") == 9 and "__expf" not in s9
+    assert s9.count("PF_EXP((-(t") == 9 and "__expf" not in s9
     with pytest.raises(ValueError):
         generate_source(GaussianModel(1), "float16")
     with pytest.raises(ValueError):

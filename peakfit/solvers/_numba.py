@@ -39,7 +39,7 @@ from numba import njit
 from ..models import BASELINE_TERMS, GAUSS, TermKind, exp_args, kinds_key, names_in, render
 
 __all__ = ["BASELINE_CODES", "baseline_code", "exp_slots", "generate_source", "get_kernel",
-           "normal_equations_kernel", "solve_kernel"]
+           "solve_kernel"]  # and normal_equations_kernel, produced on first use
 
 #: Baseline kind -> integer code used by the kernel (the built-in kinds; see
 #: :func:`baseline_code` for kinds registered later).
@@ -251,7 +251,8 @@ def _cache_dir() -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError:
-        d = Path(tempfile.gettempdir()) / f"peakfit-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        d = Path(tempfile.gettempdir()) / f"peakfit-numba-{uid}"
         d.mkdir(parents=True, exist_ok=True)
     return d
 
