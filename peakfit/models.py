@@ -195,6 +195,10 @@ class TermKind:
         need = {"value", *(f"d_{q}" for q in self.params)}
         if need - defined:
             raise ValueError(f"term {self.name!r} must assign {', '.join(sorted(need - defined))}")
+        for table in ("rescale", "unscale", "units"):
+            lack = set(self.params) - set(getattr(self, table))
+            if lack:
+                raise ValueError(f"term {self.name!r}: {table} lacks {', '.join(sorted(lack))}")
         for table in (self.rescale, self.unscale):
             for ex in table.values():
                 _parse(ex)
