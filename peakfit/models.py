@@ -172,6 +172,9 @@ class TermKind:
         ``x0``, ``sx``, ``sy``.
     unscale_jacobian : dict
         ``(out, in) -> expression``: the non-zero entries of ``∂unscale/∂p'``.
+    shifts : bool
+        Whether ``rescale`` is exact for a shift ``x0 != 0`` too (else the scaling of the
+        problem only scales x).
     """
 
     name: str
@@ -183,6 +186,7 @@ class TermKind:
     rescale: dict[str, str] = field(default_factory=dict)
     unscale: dict[str, str] = field(default_factory=dict)
     unscale_jacobian: dict[tuple[str, str], str] = field(default_factory=dict)
+    shifts: bool = True
 
     def __post_init__(self) -> None:
         defined = {"x", *self.params}
