@@ -1,6 +1,6 @@
 """A strict CuPy stand-in, so that the GPU path of peakfit runs on every test run.
 
-Installed as ``sys.modules['cupy']`` by the :func:`standin` fixture, it behaves as CuPy does
+Installed as ``sys.modules['cupy']`` by :func:`install` (in a fixture), it behaves as CuPy does
 where it matters for correctness, and counts what matters for speed:
 
 * **Device arrays of their own type** (:class:`ndarray`, ``__module__ == 'cupy'``), backed by
@@ -142,7 +142,7 @@ def _index(key: Any) -> tuple[Any, bool]:
     return (tuple(out) if isinstance(key, tuple) else out[0]), dep
 
 
-class ndarray:  # noqa: N801 - CuPy's name
+class ndarray:
     """A device array of the stand-in (NumPy memory, CuPy's rules)."""
 
     __array_priority__ = 1000
@@ -563,7 +563,7 @@ _MODULE = _build_module()
 
 
 def install(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """Make ``import cupy`` give the stand-in for the rest of a test."""
+    """Make ``import cupy`` give the stand-in for the rest of a test (counters reset)."""
     from peakfit.gpu import kernels
 
     kernels.get_kernel.cache_clear()
@@ -572,14 +572,3 @@ def install(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     monkeypatch.setitem(sys.modules, "cupy.cuda", _MODULE.cuda)
     COUNTS.reset()
     return _MODULE
-
-
-@pytest.fixture
-def standin(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The CuPy stand-in as ``cupy`` (needs a C compiler for RawKernel)."""
-    if CC is None:
-        pytest.skip("the CuPy stand-in needs a C compiler (cc)")
-    from peakfit.gpu import kernels
-
-    yield install(monkeypatch)
-    kernels.get_kernel.cache_clear()

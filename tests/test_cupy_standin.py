@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cupy_standin import COUNTS, NAMES_FILE, standin  # noqa: F401 - the fixture
+from cupy_standin import CC, COUNTS, NAMES_FILE, install
 
 import peakfit
 from peakfit.models import GaussianModel
@@ -27,6 +27,18 @@ from peakfit.solvers.lm import NormalEquations, levenberg_marquardt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _synth_batch import make_batch  # noqa: E402
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """The CuPy stand-in as ``cupy`` for one test."""
+    if CC is None:
+        pytest.skip("the CuPy stand-in needs a C compiler (cc)")
+    from peakfit.gpu import kernels
+
+    yield install(monkeypatch)
+    kernels.get_kernel.cache_clear()
+
 
 _USE = re.compile(r"\b(?:xp|cp|cupy)\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
 
@@ -168,9 +180,9 @@ def _lm_problem(k: int, m: int = 400, n: int = 4, seed: int = 3):
     model = GaussianModel(n)
     rng = np.random.default_rng(seed)
     x = np.linspace(0, 1, m)
-    truth = np.column_stack(
-        sum(([rng.uniform(0.5, 1.5, k), 0.1 + 0.8 * (j + rng.uniform(0.3, 0.7, k)) / n,
-              rng.uniform(0.03, 0.06, k)] for j in range(n)), []))
+    truth = np.column_stack([c for j in range(n) for c in (
+        rng.uniform(0.5, 1.5, k), 0.1 + 0.8 * (j + rng.uniform(0.3, 0.7, k)) / n,
+        rng.uniform(0.03, 0.06, k))])
     Y = model.evaluate(x, truth) + 0.01 * rng.standard_normal((k, m))
     p0 = truth * (1 + 0.05 * rng.standard_normal(truth.shape))
     return model, x, Y, p0

@@ -62,7 +62,7 @@ def _host_kernel(model, x_per_row: bool, weights: str):
     fn = host_build(src, kernel_name(model, "float64", x_per_row, weights))
 
     def call(x, Y, sw, p, rows):
-        k, m = Y.shape
+        m = Y.shape[1]
         P = model.n_params
         Yd = np.ascontiguousarray(Y)
         xd = np.ascontiguousarray(x)
@@ -223,7 +223,7 @@ def test_a_kind_registered_in_one_place_reaches_every_backend(logistic):
     model = GaussianModel(2, logistic.name)
     assert model.names[-2:] == ("h", "s") and BASELINES[logistic.name] == ("h", "s")
     assert model.formula().endswith("h/(1+exp(-s*x))")
-    x, X, Y, sw, q = _problem(model, seed=9)
+    _x, X, Y, sw, q = _problem(model, seed=9)
     direct = q[:, 6:7] / (1 + np.exp(-q[:, 7:8] * X))
     zero = q.copy()
     zero[:, 0:6:3] = 0.0
