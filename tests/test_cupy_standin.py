@@ -259,3 +259,29 @@ def test_gd_on_device_arrays_equals_numpy(standin):
         hd = train(pd, cp.asarray([1.0, 0.0, 1.0]), make(), epochs=3, batch_size=50, seed=1)
         np.testing.assert_allclose(hd.epoch_loss, hh.epoch_loss, rtol=1e-10)
         assert hd.epoch_loss[-1] < hd.epoch_loss[0]
+
+
+# ------------------------------------------------------------------ device='auto'
+def test_auto_falls_back_to_the_cpu_with_one_warning_when_the_kernel_cannot_run(
+        standin, data, monkeypatch):
+    import cupy_standin
+
+    from peakfit import gpu as pf_gpu
+
+    x, Y, _ = data
+    Yc = np.nan_to_num(Y[:4], nan=0.0, posinf=0.0)
+
+    def no_nvrtc(code, name):
+        raise RuntimeError("libnvrtc.so.12: cannot open shared object file")
+
+    monkeypatch.setattr(cupy_standin, "host_build", no_nvrtc)
+    monkeypatch.setattr(pf_gpu, "_PROBED", {})
+    with pytest.warns(peakfit.FitWarning, match=r"device='auto'.*libnvrtc.*on the CPU") as rec:
+        r = peakfit.fit_gaussians_batch(x, Yc, 2, device="auto")
+    assert len(rec) == 1 and r.device == "cpu"
+    with pytest.raises(peakfit.GPUUnavailableError, match="could not compile and run"):
+        peakfit.fit_gaussians_batch(x, Yc, 2, device="gpu")
+    monkeypatch.setattr(pf_gpu, "_PROBED", {})
+    monkeypatch.undo()
+    install(monkeypatch)
+    assert pf_gpu.probe(sys.modules["cupy"]) is None  # the working stand-in passes
