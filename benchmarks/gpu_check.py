@@ -93,7 +93,10 @@ def predict(dev: str, dtype: str, source: str, start: str, k: int, m: int = 1000
                    + flops_d / (occupancy * d["fp64"]))
     t_rows = c["lm_row_bytes_per_iter"] / d["bw"]
     mean_it, max_it = c["iterations_auto"] if start == "auto" else c["iterations_truth"]
-    chunk = min(k, 1 << 20)
+    from peakfit.gpu import bytes_per_row
+
+    # rows a chunk holds in half of an 80 GB device (peakfit.gpu.auto_chunk_rows)
+    chunk = min(k, int(0.5 * 80e9 // bytes_per_row(m, P, item)), 1 << 20)
     t_iter_fixed = c["lm_launches_per_iter"] * T_LAUNCH + c["lm_syncs_per_iter"] * T_SYNC
     # rows drop out of the work set when they finish; the chunk's fixed cost runs to the
     # slowest row
