@@ -398,8 +398,8 @@ def _select_backend(device: str, Y: Any, check_every: int | None) -> _Backend:
         except GPUUnavailableError as exc:
             if on_device:
                 raise
-            warnings.warn(f"device='auto': {exc}. Fitting on the CPU.", FitWarning,
-                          stacklevel=3)
+            warnings.warn(f"device='auto' found a GPU it cannot use, so fits run on the CPU: "
+                          f"{exc}", FitWarning, stacklevel=3)
     b = _cpu_backend()
     if check_every is not None:
         b.check_every = check_every

@@ -54,15 +54,17 @@ def require_cupy() -> ModuleType:
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
-        raise GPUUnavailableError(f"CuPy found no usable CUDA device ({exc}); check the "
-                                  f"driver, or use device='cpu'") from exc
+        raise GPUUnavailableError(f"device='gpu' needs a CUDA device, and CuPy found none "
+                                  f"usable ({exc}): check the driver, or {INSTALL_HINT}"
+                                  ) from exc
     if count < 1:
-        raise GPUUnavailableError("CuPy found no CUDA device; use device='cpu'")
+        raise GPUUnavailableError(f"device='gpu' needs a CUDA device, and CuPy found none; "
+                                  f"{INSTALL_HINT}")
     reason = probe(cupy)
     if reason is not None:
         raise GPUUnavailableError(
-            f"CuPy sees a CUDA device but could not compile and run peakfit's kernel there "
-            f"({reason}); {INSTALL_HINT}")
+            f"device='gpu': CuPy sees a CUDA device but could not compile and run peakfit's "
+            f"kernel there ({reason}); {INSTALL_HINT}")
     return cupy
 
 
