@@ -169,20 +169,10 @@ def run_pytest() -> dict[str, Any]:
 
 
 def _device_batch(cp: Any, k: int, m: int, n: int, seed: int, dtype: str):
-    """x, Y (on the device) and the truth of ``k`` synthetic spectra, as _synth_batch makes."""
-    from _synth_batch import SPAN
+    """x, Y (on the device) and the truth of ``k`` synthetic spectra (:mod:`_synth_batch`)."""
+    from _synth_batch import make_batch
 
-    rs = cp.random.RandomState(seed)
-    x = cp.linspace(0.0, SPAN, m)
-    spacing = SPAN / (n + 1)
-    b = spacing * (1 + cp.arange(n))[None, :] + rs.uniform(-0.25, 0.25, (k, n)) * spacing
-    c = rs.uniform(0.03, 0.06, (k, n)) * SPAN
-    a = rs.uniform(1.0, 5.0, (k, n))
-    truth = cp.empty((k, 3 * n))
-    truth[:, 0::3], truth[:, 1::3], truth[:, 2::3] = a, b, c
-    Y = GaussianModel(n).evaluate(x, truth)
-    Y += 0.01 * a.max(axis=1, keepdims=True) * rs.standard_normal((k, m))
-    return x, Y.astype(dtype), truth
+    return make_batch(k, m, n, seed=seed, dtype=dtype, xp=cp)
 
 
 def grid_record(cp: Any, dtype: str, source: str, start: str, k: int, m: int, n: int,
