@@ -127,9 +127,14 @@ def render(expr: str | ast.expr, target: str, name: Callable[[str], str] = str,
     return r(node)
 
 
-def names_in(expr: str) -> set[str]:
+def names_in(expr: str) -> frozenset[str]:
     """Names used by an expression (without the functions ``exp`` and ``where``)."""
-    return {nd.id for nd in ast.walk(_parse(expr)) if isinstance(nd, ast.Name)} - {
+    return _names_in(expr)
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_in(expr: str) -> frozenset[str]:
+    return frozenset(nd.id for nd in ast.walk(_parse(expr)) if isinstance(nd, ast.Name)) - {
         "exp", "where"}
 
 
@@ -207,23 +212,34 @@ class TermKind:
             for ex in table.values():
                 _parse(ex)
 
-    def per_point(self) -> set[str]:
+    def per_point(self) -> frozenset[str]:
         """Names of the steps that depend on ``x`` (the others are per spectrum)."""
-        dep = {"x"}
-        for nm, ex in self.steps:
-            if names_in(ex) & dep:
-                dep.add(nm)
-        return dep - {"x"}
+        return _per_point(self.steps)
 
-    def needed(self, targets: set[str]) -> list[tuple[str, str]]:
+    def needed(self, targets: Any) -> tuple[tuple[str, str], ...]:
         """The steps (in order) that the names ``targets`` depend on."""
-        need = set(targets)
-        out = []
-        for nm, ex in reversed(self.steps):
-            if nm in need:
-                out.append((nm, ex))
-                need |= names_in(ex)
-        return out[::-1]
+        return _needed(self.steps, frozenset(targets))
+
+
+@functools.lru_cache(maxsize=256)
+def _per_point(steps: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    dep = {"x"}
+    for nm, ex in steps:
+        if names_in(ex) & dep:
+            dep.add(nm)
+    return frozenset(dep - {"x"})
+
+
+@functools.lru_cache(maxsize=256)
+def _needed(steps: tuple[tuple[str, str], ...], targets: frozenset[str]
+            ) -> tuple[tuple[str, str], ...]:
+    need = set(targets)
+    out = []
+    for nm, ex in reversed(steps):
+        if nm in need:
+            out.append((nm, ex))
+            need |= names_in(ex)
+    return tuple(out[::-1])
 
 
 #: The peak shape: MATLAB's gaussN term ``a*exp(-((x-b)/c)^2)``. A term with ``c == 0``
@@ -264,6 +280,7 @@ def register_baseline(kind: TermKind) -> TermKind:
     """
     BASELINE_TERMS[kind.name] = kind
     BASELINES[kind.name] = kind.params
+    _KEY[0] = None
     return kind
 
 
@@ -273,10 +290,12 @@ def unregister_baseline(name: str) -> None:
         raise ValueError(f"baseline {name!r} is built in")
     BASELINE_TERMS.pop(name, None)
     BASELINES.pop(name, None)
+    _KEY[0] = None
 
 
 #: Baseline kinds and their coefficient names (kept in step with ``BASELINE_TERMS``).
 BASELINES: dict[str, tuple[str, ...]] = {}
+_KEY: list[Any] = [None]  # kinds_key(), rebuilt after a registration
 
 for _kind in (
     TermKind("none", (), (("value", "0"),)),
@@ -327,9 +346,12 @@ _BUILTIN_BASELINES = frozenset(BASELINE_TERMS)
 
 def kinds_key() -> tuple[Any, ...]:
     """What generated code depends on (the registered kinds' names, parameters and steps)."""
-    return tuple((k.name, k.params, k.steps) for k in (GAUSS, *BASELINE_TERMS.values()))
+    if _KEY[0] is None:
+        _KEY[0] = tuple((k.name, k.params, k.steps) for k in (GAUSS, *BASELINE_TERMS.values()))
+    return _KEY[0]
 
 
+@functools.lru_cache(maxsize=16)
 def _namespace(xp: Any, dtype: Any = None) -> dict[str, Any]:
     """Functions of the term language on arrays; ``where`` keeps the working ``dtype``."""
     if dtype is None:
@@ -351,17 +373,19 @@ def _code(expr: str) -> Any:
 
 
 def run_steps(kind: TermKind, env: dict[str, Any], xp: Any, outputs: Any = None,
-              exp: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+              exp: Callable[[Any], Any] | None = None, dtype: Any = None) -> dict[str, Any]:
     """Evaluate a term kind's steps with arrays (NumPy or CuPy broadcasting).
 
     ``env`` holds ``x`` and the parameters, shaped to broadcast; returns ``env`` with the
     steps added. ``outputs`` limits the work to the steps these names need.
     """
-    dt = np.result_type(*(getattr(v, "dtype", np.float64) for v in env.values()))
-    ns = _namespace(xp, dt if dt.kind == "f" else np.float64)
+    if dtype is None:
+        dtype = np.result_type(*(getattr(v, "dtype", np.float64) for v in env.values()))
+    dt = np.dtype(dtype)
+    ns = _namespace(xp, dt if dt.kind == "f" else np.dtype(np.float64))
     if exp is not None:
-        ns["exp"] = exp
-    steps = kind.steps if outputs is None else kind.needed(set(outputs))
+        ns = dict(ns, exp=exp)
+    steps = kind.steps if outputs is None else kind.needed(outputs)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         for nm, ex in steps:
             env[nm] = eval(_code(ex), ns, env)  # the checked term language
@@ -561,7 +585,8 @@ class GaussianModel:
         benv = {q: p[:, n3 + i : n3 + i + 1] for i, q in enumerate(bk.params)}
         benv["x"] = x[None, :] if x.ndim == 1 else x
         out = None if jacobian else ("value",)
-        return run_steps(pk, env, xp, out, exp), run_steps(bk, benv, xp, out, exp)
+        dt = np.result_type(p.dtype, x.dtype)
+        return (run_steps(pk, env, xp, out, exp, dt), run_steps(bk, benv, xp, out, exp, dt))
 
     def evaluate(self, x: Any, p: Any, jacobian: bool = False) -> Any:
         """Batched model values, and optionally the transposed Jacobian.
@@ -621,11 +646,11 @@ class GaussianModel:
         x0r, sxr, syr = _per_row(p, x0, sx, sy)
         benv = {q: p[..., n3 + i] for i, q in enumerate(bk.params)}
         benv.update(x0=x0r, sx=sxr, sy=syr)
-        for kind, q, col in self._columns():
-            e = env if kind is pk else benv
-            expr = getattr(kind, table).get(q, q)
-            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-                out[..., col] = eval(_code(expr), _namespace(xp), dict(e))
+        ns = _namespace(xp)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            for kind, q, col in self._columns():
+                expr = getattr(kind, table).get(q, q)
+                out[..., col] = eval(_code(expr), ns, env if kind is pk else benv)
         return out
 
     def rescale(self, p: Any, x0: float, sx: float, sy: float) -> Any:

@@ -144,7 +144,8 @@ class Resources:
 
 
 _RE_FUNC = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+)'")
-_RE_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_RE_STACK = re.compile(
+    r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _RE_REGS = re.compile(r"Used (\d+) registers")
 
 

@@ -132,6 +132,11 @@ def baseline_code(name: str) -> int:
 
 def exp_slots() -> int:
     """Scratch rows the kernel needs: the most per-point ``exp`` calls of one term kind."""
+    return _exp_slots(kinds_key())
+
+
+@functools.lru_cache(maxsize=8)
+def _exp_slots(key: tuple[Any, ...]) -> int:
     return max(len(dict.fromkeys(_point_exps(k))) for k in (GAUSS, *BASELINE_TERMS.values()))
 
 
