@@ -30,9 +30,9 @@ def _exp_flushed(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v)
     if v.dtype != np.float64 or v.ndim == 0:
         return np.exp(v)
-    low = v < -_EXP_CUT64
-    if not low.any():
+    if not v.size or v.min() >= -_EXP_CUT64:  # one pass, no temporary
         return np.exp(v)
+    low = v < -_EXP_CUT64
     out = np.exp(np.maximum(v, -_EXP_CUT64))
     out[low] = 0.0
     return out
