@@ -158,7 +158,9 @@ def baseline_start(model: GaussianModel, x: Any, Y: Any, edge_fraction: float = 
         e1 = xp.where(bad, 0.0, e1)
         e2 = xp.where(bad, 0.0, e2)
         return xp.stack([e1, e2], axis=1)
-    deg = {"constant": 0, "linear": 1, "quadratic": 2}[bl]
+    deg = {"constant": 0, "linear": 1, "quadratic": 2}.get(bl)
+    if deg is None:  # a registered kind without its own estimator: start from zeros
+        return xp.zeros((k, nb))
     return _weighted_polyfit(xp, xe, ye, xp.ones_like(ye), deg)
 
 

@@ -240,6 +240,10 @@ def test_a_kind_registered_in_one_place_reaches_every_backend(logistic):
     r = peakfit.fit_gaussians_batch(xs, model.evaluate(xs, truth), 2, baseline=logistic.name,
                                     start=truth[0] * 1.02, tol_fun=1e-12, tol_x=1e-12)
     np.testing.assert_allclose(r.p[0], truth[0], rtol=1e-6, atol=1e-8)
+    # the start estimators know nothing of it: its coefficients start from 0, and it runs
+    r = peakfit.fit_gaussians_batch(xs, model.evaluate(xs, truth), 2, baseline=logistic.name,
+                                    start="matlab")
+    assert np.all(r.start[0, 6:] == 0.0) and r.p.shape == (1, 8)
 
 
 def test_built_in_kinds_cannot_be_unregistered():
