@@ -224,6 +224,13 @@ def test_fused_evaluator_driver_layouts_and_repacking(build_dir, layout, weights
                 np.testing.assert_allclose(A1, A0, rtol=1e-10, atol=1e-12)
                 np.testing.assert_allclose(g1, g0, rtol=1e-10, atol=1e-12)
         assert ev.repacks == (2 if layout == "points" else 0)
+        if layout == "points":  # a re-pack refuses rows an earlier re-pack dropped
+            ev = FusedNormalEquations(model, xx, Y, w, layout=layout, xp=np,
+                                      kernel_factory=host_factory(build_dir))
+            five = np.array([0, 3, 7, 8, 11])
+            ev(q[five], five)
+            with pytest.raises(ValueError, match="outside the last re-packed set"):
+                ev(q[[1]], np.array([1]))
 
 
 def test_gpu_pipeline_simulated_on_the_cpu_equals_the_numpy_path(build_dir, monkeypatch):

@@ -252,7 +252,9 @@ class FusedNormalEquations:
         warps read coalesced; ``'rows'`` reads ``Y`` in place.
     repack : float
         With ``'points'``, re-pack the data to the active rows when fewer than this fraction of
-        the packed columns is still being evaluated.
+        the packed columns is still being evaluated. The rows asked for must then shrink as
+        the solver's active sets do (each a subset of the last re-packed set); a re-pack
+        refuses rows an earlier one dropped.
     block : int
         Threads per block.
     xp, kernel_factory : optional
@@ -346,6 +348,11 @@ class FusedNormalEquations:
             ncols = self.Y.shape[1]
             if nrows < self.repack * ncols and nrows > 0:
                 cols = self._col_of_row[idx]
+                # one host synchronisation a re-pack (rare): rows dropped by an earlier
+                # re-pack would otherwise be read from the wrong column
+                if bool((cols < 0).any()):
+                    raise ValueError("FusedNormalEquations: rows outside the last re-packed set "
+                                     "were asked for; the solver's active sets only shrink")
                 self._pack(self.x, self.Y, self.sw, cols)
                 self.repacks += 1
             self._last_idx = idx
