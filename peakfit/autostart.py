@@ -76,7 +76,7 @@ import numpy as np
 
 from ._xp import get_xp, to_numpy
 from .errors import InputError
-from .models import GaussianModel
+from .models import GaussianModel, term_values
 from .solvers.lm import NormalEquations, _solve, levenberg_marquardt
 from .start import baseline_start
 
@@ -330,9 +330,7 @@ def _rows(X: Any, k: int) -> Any:
 
 def _gauss_sum(xp: Any, U: Any, a: Any, b: Any, c: Any) -> Any:
     """sum_i a_i exp(-((u-b_i)/c_i)^2) for a, b, c of shape (k, j) and U (M,) or (k, M)."""
-    UU = U[None, None, :] if U.ndim == 1 else U[:, None, :]
-    t = (UU - b[:, :, None]) / c[:, :, None]
-    return (a[:, :, None] * xp.exp(-t * t)).sum(axis=1)
+    return term_values(U, a, b, c).sum(axis=1)
 
 
 def _take(xp: Any, A: Any, idx: Any) -> Any:
@@ -384,9 +382,7 @@ def _feature(xp: Any, R: Any, U: Any, du: Any) -> tuple[Any, Any, Any]:
 
 def _refit_heights(xp: Any, U: Any, S: Any, b: Any, c: Any, sw: Any, floor: Any) -> Any:
     """Least-squares heights for fixed centres and widths (k, j), clipped at ``floor``."""
-    UU = U[None, None, :] if U.ndim == 1 else U[:, None, :]
-    t = (UU - b[:, :, None]) / c[:, :, None]
-    E = xp.exp(-t * t)
+    E = term_values(U, xp.ones_like(b), b, c)
     if sw is not None:
         E = E * sw[:, None, :]
         S = S * sw
@@ -1013,9 +1009,7 @@ def _supported(
     Sw = S if w is None else S * w
     energy = (Sw * Sw).sum(axis=1)
     thr = _SUPPORT_CHI2 * noise * noise + 1e-9 * energy
-    UU = U[None, None, :] if U.ndim == 1 else U[:, None, :]
-    t = (UU - b[:, :, None]) / c[:, :, None]
-    E = xp.exp(-t * t)  # (k, n, M)
+    E = term_values(U, xp.ones_like(b), b, c)  # (k, n, M)
     if w is not None:
         E = E * w[:, None, :]
     G = E @ E.transpose(0, 2, 1)  # (k, n, n)

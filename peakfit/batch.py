@@ -395,9 +395,11 @@ def _select_backend(device: str, Y: Any, check_every: int | None) -> _Backend:
     if on_device or cupy_or_none() is not None:
         try:
             return _gpu_backend(check_every)
-        except GPUUnavailableError:
+        except GPUUnavailableError as exc:
             if on_device:
                 raise
+            warnings.warn(f"device='auto' found a GPU it cannot use, so fits run on the CPU: "
+                          f"{exc}", FitWarning, stacklevel=3)
     b = _cpu_backend()
     if check_every is not None:
         b.check_every = check_every

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._xp import get_xp
 from .errors import InputError
-from .models import GaussianModel
+from .models import GaussianModel, term_values
 
 __all__ = ["baseline_start", "estimate_start", "gaussnstart", "gaussnstart_batch"]
 
@@ -67,7 +67,7 @@ def gaussnstart_batch(x: Any, Y: Any, n: int) -> Any:
             ratio = xp.where(ids, a[:, None] / xp.where(ids, Y, 1.0), 1.0)
             est = xp.where(ids, xp.abs(X - b[:, None]) / xp.sqrt(xp.log(ratio)), 0.0)
             c = est.sum(axis=1) / xp.maximum(cnt, 1) / (2 * n - j)
-            sub = a[:, None] * xp.exp(-(((X - b[:, None]) / c[:, None]) ** 2))
+            sub = term_values(X, a[:, None], b[:, None], c[:, None])[:, 0]
         Y = xp.where(ok[:, None], Y - xp.where(ok[:, None], sub, 0.0), Y)
         centres[:, j] = xp.where(ok, b, 0.0)
         heights[:, j] = xp.where(ok, a, 0.0)
@@ -158,7 +158,9 @@ def baseline_start(model: GaussianModel, x: Any, Y: Any, edge_fraction: float = 
         e1 = xp.where(bad, 0.0, e1)
         e2 = xp.where(bad, 0.0, e2)
         return xp.stack([e1, e2], axis=1)
-    deg = {"constant": 0, "linear": 1, "quadratic": 2}[bl]
+    deg = {"constant": 0, "linear": 1, "quadratic": 2}.get(bl)
+    if deg is None:  # a registered kind without its own estimator: start from zeros
+        return xp.zeros((k, nb))
     return _weighted_polyfit(xp, xe, ye, xp.ones_like(ye), deg)
 
 
