@@ -121,6 +121,11 @@ _FEW_ROWS = 64
 _AMBIGUOUS = 1.5
 #: A peak is supported when dropping it raises the SSE by this many noise variances.
 _SUPPORT_CHI2 = 50.0
+#: Baseline estimate of step 2 (see :func:`peakfit.start.baseline_start`).
+_BASELINE_METHOD = "asymmetric"
+#: The edge-fitted baseline is replaced by the asymmetric one where the data dip below it by
+#: more than this many noise levels (a peak at an end lifted it).
+_BASELINE_DIP = 5.0
 #: From this many points on, the noise is estimated on the index (cheaper; see _noise).
 _NOISE_INDEX_M = 500
 
@@ -612,6 +617,29 @@ def _prepare(model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | Non
     if W is not None:
         S = S * W
     sign = xp.where(S.max(axis=1) >= -S.min(axis=1), 1.0, -1.0)
+    if nb and _BASELINE_METHOD != "edges" and model.baseline != "exponential":
+        # the baseline from below the peaks and from above the dips: the polarity is the one
+        # that leaves most points near the baseline (the smaller median of the signed rest)
+        zq = xp.zeros((k, 3 * n))
+        best = None
+        for sg in (1.0, -1.0):
+            qa = baseline_start(model, U, sg * Z, method=_BASELINE_METHOD)
+            qa = xp.where(xp.isfinite(qa), qa, 0.0)
+            Sa = sg * Z - model.evaluate(U, xp.concatenate([zq, qa], axis=1))
+            if W is not None:
+                Sa = Sa * W
+            med = xp.median(Sa, axis=1)
+            if best is None:
+                best = (med, qa, Sa)
+            else:
+                pos = best[0] <= med
+                # the edge fit (and its polarity) stays where it leaves no dip below the data
+                # deeper than _BASELINE_DIP noise levels: no peak lifted the edges
+                noise = _noise(xp, U, Z)
+                lifted = (S * sign[:, None]).min(axis=1) < -_BASELINE_DIP * noise
+                sign = xp.where(lifted, xp.where(pos, 1.0, -1.0), sign)
+                q0 = xp.where(lifted[:, None], xp.where(pos[:, None], best[1], -qa), q0)
+                S = xp.where(lifted[:, None], xp.where(pos[:, None], best[2], -Sa), S)
     Z = Z * sign[:, None]
     S = S * sign[:, None]
     q0 = q0 * _baseline_sign(model, sign)

@@ -218,7 +218,7 @@ def fit_gaussians(
     smooth: Any = None,
     downsample: Any = None,
     n_trials: int | None = None,
-    method: str = "auto",
+    method: str = "full",
     **fit_options: Any,
 ) -> GaussianFit:
     """Fit a sum of ``n`` Gaussians (MATLAB's ``gaussN``) to one spectrum.
