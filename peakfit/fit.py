@@ -243,10 +243,10 @@ def fit_gaussians(
     smooth, downsample, n_trials :
         Controls of the ``'auto'`` start estimator (see :mod:`peakfit.autostart`); the final fit
         always uses the raw data.
-    method : {'auto', 'vp', 'full'}
-        Least-squares algorithm: variable projection (heights and baseline eliminated,
-        :mod:`peakfit.solvers.vp`), the full solver, or ``'auto'`` (VP when the heights and
-        baseline coefficients are unbounded).
+    method : {'full', 'vp', 'auto'}
+        Least-squares algorithm: the full solver (default), variable projection (heights and
+        baseline eliminated, :mod:`peakfit.solvers.vp`), or ``'auto'`` (VP when the heights
+        and baseline coefficients are unbounded).
     **fit_options
         Any MATLAB fit option by MATLAB or snake-case name: ``TolFun``/``tol_fun``, ``TolX``,
         ``MaxIter``, ``MaxFunEvals``, ``Lower``, ``Upper``, ``StartPoint``, ``Algorithm``,
