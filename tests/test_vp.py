@@ -184,3 +184,17 @@ def test_method_dispatch_and_errors():
         resolve_method("vp", m, lo2, hi)
     with pytest.raises(ValueError, match="unknown least-squares method"):
         least_squares(None, np.zeros((1, 8)), lo, hi, model=m, method="newton")
+
+
+def test_method_in_fit_gaussians_and_the_batch():
+    """``method=`` reaches the solver of single and batch fits; bad names are InputErrors."""
+    _, x, Y, _ = _random_batch("linear", k=6, seed=9)
+    full = peakfit.fit_gaussians_batch(x, Y, 3, baseline="linear", method="full")
+    vp = peakfit.fit_gaussians_batch(x, Y, 3, baseline="linear", method="vp")
+    np.testing.assert_allclose(vp.sse, full.sse, rtol=1e-6)
+    one = peakfit.fit_gaussians(x, Y[2], 3, baseline="linear", method="vp")
+    np.testing.assert_allclose(one.gof.sse, vp.sse[2], rtol=1e-6)
+    with pytest.raises(peakfit.InputError, match="unknown least-squares method"):
+        peakfit.fit_gaussians_batch(x, Y, 3, method="newton")
+    with pytest.raises(peakfit.InputError, match="unbounded heights"):
+        peakfit.fit_gaussians(x, Y[0], 3, method="vp", Lower=[0.0] * 9)

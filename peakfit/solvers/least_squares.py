@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InputError
 from .lm import Evaluator, LMResult, levenberg_marquardt
 from .vp import separable, variable_projection
 
@@ -42,7 +43,8 @@ METHODS = ("auto", "full", "vp")
 def resolve_method(method: str, model: Any, lower: Any, upper: Any) -> str:
     """The algorithm that ``method`` runs for these bounds: ``'full'`` or ``'vp'``.
 
-    Raises ``ValueError`` for an unknown name, or ``'vp'`` with bounded linear coefficients.
+    Raises :class:`~peakfit.errors.InputError` (a ``ValueError``) for an unknown name, or for
+    ``'vp'`` with bounded linear coefficients.
 
     Examples
     --------
@@ -56,12 +58,12 @@ def resolve_method(method: str, model: Any, lower: Any, upper: Any) -> str:
     """
     meth = str(method).lower()
     if meth not in METHODS:
-        raise ValueError(f"unknown least-squares method {method!r}: choose from {METHODS}")
+        raise InputError(f"unknown least-squares method {method!r}: choose from {METHODS}")
     if meth == "full" or model is None or not hasattr(model, "baseline"):
         return "full"
     ok = separable(model, lower, upper)
     if meth == "vp" and not ok:
-        raise ValueError("method='vp' needs unbounded heights and baseline coefficients "
+        raise InputError("method='vp' needs unbounded heights and baseline coefficients "
                          "(Lower/Upper of a, d0, d1, ... infinite); use method='full'")
     return "vp" if ok else "full"
 
