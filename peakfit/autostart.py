@@ -15,6 +15,10 @@ Algorithm (every step vectorised over spectra; NumPy or CuPy)
 2. **Baseline and polarity**: the baseline is fitted to the outer 10 % of the points
    (:func:`peakfit.start.baseline_start`) and subtracted; it stays free in the refinements.
    Data whose dips are larger than their peaks are flipped, fitted as peaks and flipped back.
+   Where the data dip below the edge fit by more than ``_BASELINE_DIP`` noise levels (a peak
+   at an end lifted it), a polynomial baseline is fitted instead by asymmetric least squares
+   from below the peaks and from above the dips; the polarity is then the one whose baseline
+   touches more points (within ``_CONTACT`` noise levels).
    The noise level is estimated from the raw data (each point predicted by the cubic through
    its four neighbours; median absolute error; uneven spacing allowed).
 3. **Downsample**: the full width at half maximum (FWHM) of the highest feature, in samples,
@@ -28,10 +32,15 @@ Algorithm (every step vectorised over spectra; NumPy or CuPy)
    the top (the side less disturbed by a neighbour), ``c = hwhm / sqrt(ln 2)``; that Gaussian is
    subtracted and the next peak peeled, ``n`` times. The second candidate subtracts Gaussians of
    half that width (narrow, as MATLAB's estimator does), which leaves more of a blend of
-   overlapping peaks to the next steps.
+   overlapping peaks to the next steps. With a polynomial baseline, a third candidate comes
+   from greedy pursuit (:func:`_pursuit`): ``n`` times, the Gaussian of a grid (centres at the
+   bins, ``_PURSUIT_WIDTHS`` widths) that most lowers the sum of squares with the terms chosen
+   so far and the baseline, all linear coefficients re-fitted.
 5. **Coarse refinement**: the shared solver (:func:`peakfit.solvers.lm.levenberg_marquardt`,
    Marquardt damping from ``_LAM0``, loose tolerances) for all candidates of all spectra at once
-   on the binned data, baseline free, heights >= 0, centres near the data; each candidate stops
+   on the binned data, baseline free, heights >= 0, centres near the data (with a baseline:
+   by variable projection, :mod:`peakfit.solvers.vp`, heights and baseline eliminated and
+   unbounded, ``_COARSE_VP``); each candidate stops
    when a step gains less than 0.1 %, and candidates more than ``_KEEP`` times worse than their
    spectrum's best are dropped after a few steps (through the solver's callback).
 6. **Repair** of spectra whose best candidate looks wrong: residuals correlated from bin to bin
