@@ -56,7 +56,8 @@ from .models import GaussianModel
 from .options import FitOptions, fitoptions
 from .result import FitState, GaussianFit
 from .scaling import Scaling
-from .solvers.lm import NormalEquations, levenberg_marquardt
+from .solvers.least_squares import least_squares, resolve_method
+from .solvers.lm import NormalEquations
 from .start import estimate_start, initial_damping
 
 __all__ = ["BatchFit", "fit_gaussians_batch"]
@@ -610,6 +611,7 @@ class _Spec:
     start_array: np.ndarray | None  # (P,) or (k, P), original units
     nan_policy: str
     sort: bool
+    method: str = "full"
 
 
 _FIELDS_F = ("sse", "rsquare", "adjrsquare", "rmse", "firstorderopt")
@@ -764,8 +766,9 @@ def _solve_group(backend: _Backend, spec: _Spec, x: Any, Y: Any, W: Any, valid: 
     p0i = scal.params_in(p0).astype(dt)
     t1 = time.perf_counter()
     evaluator = backend.make_evaluator(model, xi, yi, sw)
-    res = levenberg_marquardt(
-        evaluator, p0i, lo_i.astype(dt), hi_i.astype(dt), tol_fun=spec.opts.tol_fun,
+    res = least_squares(
+        evaluator, p0i, lo_i.astype(dt), hi_i.astype(dt), model=model, method=spec.method,
+        tol_fun=spec.opts.tol_fun,
         tol_x=spec.opts.tol_x, max_iter=spec.opts.max_iter,
         max_fun_evals=spec.opts.max_fun_evals, algorithm=spec.algorithm,
         lam0=1.0 if spec.start_array is not None else initial_damping(spec.start_method),
@@ -965,6 +968,7 @@ def fit_gaussians_batch(
     n_threads: int | None = None,
     check_every: int | None = None,
     progress: bool = False,
+    method: str = "full",
 ) -> BatchFit:
     """Fit a sum of ``n`` Gaussians to every spectrum (row) of ``Y``.
 
@@ -1021,6 +1025,10 @@ def fit_gaussians_batch(
         GPU). Default 1 on the CPU, 4 on the GPU. Results do not depend on it.
     progress : bool
         Show a progress bar (needs ``tqdm``).
+    method : {'full', 'vp', 'auto'}
+        Least-squares algorithm, as in :func:`peakfit.fit_gaussians`: the full solver, variable
+        projection (:mod:`peakfit.solvers.vp`), or VP where the heights and baseline are
+        unbounded.
 
     Returns
     -------
@@ -1108,7 +1116,9 @@ def fit_gaussians_batch(
             raise InputError("start contains non-finite values")
 
     lo, hi = opts.bounds(model)
-    spec = _Spec(model, opts, algo, lo, hi, dt, start_method, start_array, policy, bool(sort))
+    resolve_method(method, model, lo, hi)  # an unknown or inapplicable method fails here
+    spec = _Spec(model, opts, algo, lo, hi, dt, start_method, start_array, policy, bool(sort),
+                 method)
 
     m_guess = source.m or 1000
     workers = 1 if backend.name == "gpu" else _n_workers(n_threads)

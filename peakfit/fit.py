@@ -18,7 +18,8 @@ from .models import GaussianModel
 from .options import FitOptions, _canonical, fitoptions
 from .result import FitOutput, GaussianFit, goodness_of_fit
 from .scaling import Scaling
-from .solvers.lm import EXITFLAG_MESSAGES, NormalEquations, levenberg_marquardt
+from .solvers.least_squares import least_squares
+from .solvers.lm import EXITFLAG_MESSAGES, NormalEquations
 from .start import estimate_start, initial_damping
 
 __all__ = ["build_fit_result", "fit_gaussians", "solve_prepared"]
@@ -46,11 +47,13 @@ def solve_prepared(
     opts: FitOptions,
     algorithm: str,
     lam0: float = 1.0,
+    method: str = "auto",
 ) -> tuple[np.ndarray, Any]:
     """Run the solver on sorted, validated data of one spectrum (original units).
 
     ``lam0`` is the solver's initial damping: 1.0 for a start of unknown quality, small for a
-    start that is already close (see :func:`peakfit.start.initial_damping`).
+    start that is already close (see :func:`peakfit.start.initial_damping`). ``method`` is the
+    least-squares algorithm (:func:`peakfit.solvers.least_squares.least_squares`).
     Returns the solution in original units and the raw :class:`LMResult`.
     """
     lo, hi = opts.bounds(model)
@@ -68,8 +71,8 @@ def solve_prepared(
             print(f"{it:9d} {it + 1:10d} {float(sse[0]) * float(scal.sy[0, 0]) ** 2:14.6g} "
                   f"{float(lam[0]):12.4g}")
 
-    res = levenberg_marquardt(
-        NormalEquations(model, xi, yi, sw), p0i, lo_i, hi_i,
+    res = least_squares(
+        NormalEquations(model, xi, yi, sw), p0i, lo_i, hi_i, model=model, method=method,
         tol_fun=opts.tol_fun, tol_x=opts.tol_x, max_iter=opts.max_iter,
         max_fun_evals=opts.max_fun_evals, algorithm=algorithm, lam0=lam0, callback=callback,
     )
@@ -215,6 +218,7 @@ def fit_gaussians(
     smooth: Any = None,
     downsample: Any = None,
     n_trials: int | None = None,
+    method: str = "full",
     **fit_options: Any,
 ) -> GaussianFit:
     """Fit a sum of ``n`` Gaussians (MATLAB's ``gaussN``) to one spectrum.
@@ -241,6 +245,10 @@ def fit_gaussians(
     smooth, downsample, n_trials :
         Controls of the ``'auto'`` start estimator (see :mod:`peakfit.autostart`); the final fit
         always uses the raw data.
+    method : {'full', 'vp', 'auto'}
+        Least-squares algorithm: the full solver (default), variable projection (heights and
+        baseline eliminated, :mod:`peakfit.solvers.vp`), or ``'auto'`` (VP when the heights
+        and baseline coefficients are unbounded).
     **fit_options
         Any MATLAB fit option by MATLAB or snake-case name: ``TolFun``/``tol_fun``, ``TolX``,
         ``MaxIter``, ``MaxFunEvals``, ``Lower``, ``Upper``, ``StartPoint``, ``Algorithm``,
@@ -370,7 +378,7 @@ def fit_gaussians(
             "(MATLAB: curvefit:fit:usingTrustRegion)", FitWarning, stacklevel=2,
         )
 
-    p, res = solve_prepared(model, xs, ys, ws, p0, opts, algorithm, lam0)
+    p, res = solve_prepared(model, xs, ys, ws, p0, opts, algorithm, lam0, method)
     iterations = int(res.iterations[0])
     nfev = int(res.nfev[0])
     exitflag = int(res.exitflag[0])
@@ -381,7 +389,8 @@ def fit_gaussians(
         for _ in range(50):
             f, Jt = model.evaluate(xs, p[None, :], jacobian=True)
             wr = _robust_weights(opts.robust, ys - f[0], Jt[0].T, w_user, P)
-            p_new, res = solve_prepared(model, xs, ys, w_user * wr, p, opts, algorithm)
+            p_new, res = solve_prepared(model, xs, ys, w_user * wr, p, opts, algorithm,
+                                        method=method)
             iterations += int(res.iterations[0])
             nfev += int(res.nfev[0])
             change = np.max(np.abs(p_new - p) / np.maximum(np.abs(p), 1e-12))
