@@ -218,12 +218,14 @@ def _worker(
                 stamp_before = stamps[rows].copy()
                 _numpy_step(problem, w, opt, idx)
             others_after = int(counts.sum()) - int(counts[rank])
-            if (stamps[rows] != stamp_before).any():
-                conflicts += 1
+            conflicted = bool((stamps[rows] != stamp_before).any())
+            conflicts += conflicted
             stamps[rows] += 1
             counts[rank] += 1
             lag = others_after - others_before
-            overlaps += lag > 0
+            # another worker's write can land inside this update before its count does (it
+            # bumps the stamps first): a conflict is an overlap even when the counts missed it
+            overlaps += (lag > 0) or conflicted
             stale_sum += lag
             stale_max = max(stale_max, lag)
             done += 1
