@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["as_real_array", "check_finite", "first_bad"]
+if TYPE_CHECKING:
+    from .models import GaussianModel
+    from .options import FitOptions
+
+__all__ = ["as_real_array", "check_finite", "first_bad", "ragged_error", "resolve_options"]
 
 
 def as_real_array(name: str, a: Any, ndim: int | tuple[int, ...] = 1) -> np.ndarray:
@@ -23,7 +27,7 @@ def as_real_array(name: str, a: Any, ndim: int | tuple[int, ...] = 1) -> np.ndar
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
-        raise InputError(f"{name} could not be converted to an array: {exc}") from None
+        raise ragged_error(name, a, exc) from None
     if np.iscomplexobj(arr):
         raise InputError(f"{name} must be real; got complex values (dtype {arr.dtype})")
     if arr.dtype == object or not (
@@ -64,3 +68,39 @@ def check_finite(name: str, a: np.ndarray) -> None:
             f"{name} contains {count} non-finite value(s) ({'/'.join(kinds)}), first at index "
             f"{first}; remove them, or pass nan_policy='omit' to exclude those points"
         )
+
+
+def ragged_error(name: str, a: Any, exc: BaseException | None = None) -> InputError:
+    """The error for data that NumPy cannot turn into a rectangular array.
+
+    Names the rows of different lengths when ``a`` is a sequence of sequences.
+    """
+    try:
+        lengths = [len(row) for row in a]
+    except TypeError:
+        lengths = []
+    if len(set(lengths)) > 1:
+        first = next(i for i, n in enumerate(lengths) if n != lengths[0])
+        return InputError(
+            f"{name} is ragged: row 0 has {lengths[0]} values but row {first} has "
+            f"{lengths[first]}; give a rectangular array (pad short rows with NaN at the end)"
+        )
+    why = f": {type(exc).__name__}" if exc is not None else ""
+    return InputError(f"{name} could not be converted to a numeric array{why}")
+
+
+def resolve_options(
+    model: GaussianModel, options: FitOptions | None, overrides: dict[str, Any]
+) -> FitOptions:
+    """The fit options: ``options`` (or MATLAB's defaults) with ``overrides`` applied, checked
+    against ``model``. The one place where options are merged, for single fits and batches."""
+    from .options import FitOptions, _canonical, fitoptions
+
+    if options is None:
+        opts = fitoptions(model, **overrides)
+    else:
+        if not isinstance(options, FitOptions):
+            raise InputError(f"options must be a FitOptions, got {type(options).__name__}")
+        opts = options.replace(**_canonical(overrides)) if overrides else options
+    opts.check_lengths(model)
+    return opts
