@@ -8,36 +8,16 @@ spectrum back for ``BatchFit[i]``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from ._validate import as_float_array as as_2d_float
 from ._validate import ragged_error
 from ._xp import get_xp, to_numpy
 from .errors import InputError
 
 __all__ = ["Source", "as_2d_float", "check_weights", "is_sliceable"]
-
-def as_2d_float(name: str, a: Any, xp: ModuleType) -> Any:
-    """Validate a numeric array (NumPy or CuPy) and return it as a float array of ndim <= 2."""
-    mod = type(a).__module__
-    if not mod.startswith("cupy"):
-        try:
-            a = np.asarray(a)
-        except Exception as exc:
-            raise ragged_error(name, a, exc) from None
-    dt = a.dtype
-    if dt.kind == "c":
-        raise InputError(f"{name} must be real; got complex values (dtype {dt})")
-    if dt.kind not in "fiub":
-        try:
-            a = a.astype(np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{name} must be numeric, got dtype {dt}") from None
-    elif dt.kind != "f" or dt.itemsize < 4:
-        a = a.astype(np.float64)
-    return a
 
 
 class Source:
@@ -64,7 +44,9 @@ class Source:
         elif isinstance(Y, (list, tuple)):
             try:
                 arr = np.asarray(Y, dtype=np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError) as exc:
+                if all(np.ndim(item) == 1 for item in Y):  # rows of different lengths
+                    raise ragged_error("Y", Y, exc) from None
                 arr = None  # a list of chunks of different lengths
             if arr is not None and arr.ndim in (1, 2):
                 arr = arr[None, :] if arr.ndim == 1 else arr

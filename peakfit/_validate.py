@@ -12,7 +12,34 @@ if TYPE_CHECKING:
     from .models import GaussianModel
     from .options import FitOptions
 
-__all__ = ["as_real_array", "check_finite", "first_bad", "ragged_error", "resolve_options"]
+__all__ = ["as_float_array", "as_real_array", "check_finite", "first_bad", "ragged_error",
+           "resolve_options"]
+
+
+def as_float_array(name: str, a: Any, xp: Any = None) -> Any:
+    """A numeric array (NumPy, or CuPy left on its device) as a float array.
+
+    float32 and float64 are kept, integers and booleans become float64. Raises
+    :class:`InputError` for ragged, complex or non-numeric input. ``xp`` is accepted for
+    symmetry with the callers and ignored (the array's own module is used).
+    """
+    mod = type(a).__module__
+    if not mod.startswith("cupy"):
+        try:
+            a = np.asarray(a)
+        except Exception as exc:  # ragged lists and the like
+            raise ragged_error(name, a, exc) from None
+    dt = a.dtype
+    if dt.kind == "c":
+        raise InputError(f"{name} must be real; got complex values (dtype {dt})")
+    if dt.kind not in "fiub":
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be numeric, got dtype {dt}") from None
+    elif dt.kind != "f" or dt.itemsize < 4:
+        a = a.astype(np.float64)
+    return a
 
 
 def as_real_array(name: str, a: Any, ndim: int | tuple[int, ...] = 1) -> np.ndarray:
@@ -24,19 +51,7 @@ def as_real_array(name: str, a: Any, ndim: int | tuple[int, ...] = 1) -> np.ndar
         raise InputError(f"{name} is missing")
     if type(a).__module__.startswith("cupy"):
         a = a.get()
-    try:
-        arr = np.asarray(a)
-    except Exception as exc:  # ragged lists and the like
-        raise ragged_error(name, a, exc) from None
-    if np.iscomplexobj(arr):
-        raise InputError(f"{name} must be real; got complex values (dtype {arr.dtype})")
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
-    ):
-        try:
-            arr = arr.astype(float)
-        except (TypeError, ValueError):
-            raise InputError(f"{name} must be numeric, got dtype {arr.dtype}") from None
+    arr = as_float_array(name, a)
     dims = (ndim,) if isinstance(ndim, int) else ndim
     if arr.ndim == 2 and 1 in dims and 2 not in dims and 1 in arr.shape:
         arr = arr.ravel()  # a row or column vector is fine where 1-D is expected
