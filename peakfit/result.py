@@ -731,8 +731,11 @@ def build_fit_result(
         r_out, J = r * sw, J * sw[:, None]
     else:
         r_out = r
-    gof = goodness_of_fit(ys, r, P, ws, int(active.sum()))
     st = state_from_exitflag(exitflag) if state is None else FitState(int(state))
+    if st in NOT_FITTED_MESSAGES:
+        gof = GoodnessOfFit(math.nan, math.nan, 0, math.nan, math.nan)
+    else:
+        gof = goodness_of_fit(ys, r, P, ws, int(active.sum()))
     if message is None:
         message = NOT_FITTED_MESSAGES.get(st) or EXITFLAG_MESSAGES.get(exitflag, "")
         if st is FitState.CONSTANT_DATA:
