@@ -100,8 +100,8 @@ def ragged_error(name: str, a: Any, exc: BaseException | None = None) -> InputEr
             f"{name} is ragged: row 0 has {lengths[0]} values but row {first} has "
             f"{lengths[first]}; give a rectangular array (pad short rows with NaN at the end)"
         )
-    why = f": {type(exc).__name__}" if exc is not None else ""
-    return InputError(f"{name} could not be converted to a numeric array{why}")
+    why = f" ({exc})" if exc is not None else ""
+    return InputError(f"{name} must be numeric and rectangular{why}")
 
 
 def resolve_options(

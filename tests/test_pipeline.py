@@ -97,7 +97,7 @@ def fitted():
 @pytest.mark.parametrize("name", list(CASES))
 def test_single_and_batch_agree(fitted, name):
     single, batch = fitted[name]
-    _, _, n, _, state, quality = CASES[name]
+    _, _, _, _, state, quality = CASES[name]
     row = batch[0]
     assert type(row) is GaussianFit and type(single) is GaussianFit
     assert single.state is state and row.state is state
@@ -116,7 +116,8 @@ def test_single_and_batch_agree(fitted, name):
     assert set(quality) <= set(single.quality)
     assert single.output.message == row.output.message
     if state is FitState.CONVERGED:
-        assert np.all(np.isfinite(single.p)) and np.isfinite(single.gof.sse) or name == "y x 1e300"
+        assert np.all(np.isfinite(single.p))
+        assert np.isfinite(single.gof.sse) or name == "y x 1e300"
     else:
         assert single.quality == ()
 
