@@ -112,7 +112,7 @@ def resolve_options(
     from .options import FitOptions, _canonical, fitoptions
 
     if options is None:
-        opts = fitoptions(model, **overrides)
+        return fitoptions(model, **overrides)  # checked against the model there
     else:
         if not isinstance(options, FitOptions):
             raise InputError(f"options must be a FitOptions, got {type(options).__name__}")

@@ -178,7 +178,7 @@ def fit_gaussians(
     message = result.output.message
     if opts.display == "notify" and result.state is not FitState.CONVERGED:
         warnings.warn(message, FitWarning, stacklevel=2)
-    elif opts.display == "notify" and "negative_rsquare" in result.quality:
+    elif opts.display == "notify" and result.gof.rsquare < 0:  # Quality.NEGATIVE_RSQUARE
         warnings.warn(f"the fit converged but R-square is {result.gof.rsquare:.3g} < 0: it "
                       "describes the data worse than their mean (try start='auto', another n "
                       "or a baseline)", FitWarning, stacklevel=2)

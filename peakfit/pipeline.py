@@ -194,6 +194,10 @@ def fit_block(backend: Backend, spec: Spec, x: Any, Y: Any, W: Any,
 
     fit_h = out["state"] == int(FitState.NOT_FITTED)
     ragged_h = backend.to_host(nvalid < m)
+    if fit_h.all() and not ragged_h.any():  # the common case: one group, every row
+        res = _solve_group(backend, spec, x, Y, W, valid, np.arange(k), False, row0)
+        out.update(res)
+        return out
     for ragged in (False, True):
         rows_h = np.flatnonzero(fit_h & (ragged_h == ragged))
         if rows_h.size == 0:
@@ -224,9 +228,8 @@ def _validate_rows(xp: ModuleType, spec: Spec, x: Any, Y: Any, W: Any) -> tuple[
         contiguous = (nvalid == 0) | (nvalid == last - first + 1)
         nonfinite = nonfinite | ~contiguous
     usable = valid if W is None else valid & (W > 0)
-    X = xp.broadcast_to(x, (k, m))
-    x_hi = xp.where(usable, X, -xp.inf).max(axis=1)
-    x_lo = xp.where(usable, X, xp.inf).min(axis=1)
+    x_hi = xp.where(usable, x, -xp.inf).max(axis=1)
+    x_lo = xp.where(usable, x, xp.inf).min(axis=1)
     # fewer usable points than coefficients, or all at one x: nothing to identify
     insufficient = ~nonfinite & ((usable.sum(axis=1) < P) | ~(x_hi > x_lo))
     y_hi = xp.where(valid, Y, -xp.inf).max(axis=1)

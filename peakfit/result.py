@@ -62,6 +62,9 @@ _STATE_OF_FLAG = {0: FitState.MAX_ITERATIONS, -1: FitState.NONFINITE_MODEL,
                   -2: FitState.SINGULAR, -3: FitState.CONSTANT_DATA, -4: FitState.NOT_FITTED}
 
 
+_STATE_TABLE = np.array([int(_STATE_OF_FLAG.get(f, FitState.CONVERGED)) for f in range(-4, 2)],
+                        dtype=np.int8)
+
 #: ``exitflag`` of rows that were not fitted: constant data, other invalid data.
 EXITFLAG_CONSTANT = -3
 EXITFLAG_NOT_FITTED = -4
@@ -84,10 +87,9 @@ def state_from_exitflag(flag: int) -> FitState:
 
 def states_from_exitflags(xp: Any, flag: Any) -> Any:
     """:func:`state_from_exitflag` for an array of exit flags (NumPy or CuPy); int8 states."""
-    state = xp.where(flag > 0, int(FitState.CONVERGED), int(FitState.NOT_FITTED))
-    for f, st in _STATE_OF_FLAG.items():
-        state = xp.where(flag == f, int(st), state)
-    return state.astype(xp.int8)
+    # flags -4..1 (and above) index this table: the states of -4, -3, -2, -1, 0, > 0
+    table = xp.asarray(_STATE_TABLE)
+    return table[xp.clip(flag, -4, 1).astype(xp.int64) + 4]
 
 
 class Quality(IntFlag):
@@ -133,24 +135,22 @@ def quality_flags(xp: Any, model: GaussianModel, p: Any, rsquare: Any, active: A
     peaks the data support (``-1`` or None: unknown).
     """
     n = model.n
-    q = xp.zeros(p.shape[0], dtype=xp.int64)
+    a, b, c = p[:, 0 : 3 * n : 3], p[:, 1 : 3 * n : 3], p[:, 2 : 3 * n : 3]
     with np.errstate(invalid="ignore"):
-        q = q | xp.where(rsquare < 0, int(Quality.NEGATIVE_RSQUARE), 0)
-        q = q | xp.where(xp.isnan(rsquare), int(Quality.NAN_RSQUARE), 0)
-        q = q | xp.where(xp.any(active, axis=1), int(Quality.AT_BOUND), 0)
-        a, b, c = p[:, 0 : 3 * n : 3], p[:, 1 : 3 * n : 3], p[:, 2 : 3 * n : 3]
-        bad = xp.any((a == 0) | (c == 0), axis=1)
+        unresolved = xp.any((a == 0) | (c == 0), axis=1)
         if n > 1:
             o = xp.argsort(b, axis=1)
             bs = xp.take_along_axis(b, o, axis=1)
             cs = xp.abs(xp.take_along_axis(c, o, axis=1))
             close = (bs[:, 1:] - bs[:, :-1]) < 0.5 * xp.minimum(cs[:, 1:], cs[:, :-1])
-            bad = bad | xp.any(close, axis=1)
-        q = q | xp.where(bad, int(Quality.UNRESOLVED_PEAKS), 0)
+            unresolved = unresolved | xp.any(close, axis=1)
+        q = ((rsquare < 0) * int(Quality.NEGATIVE_RSQUARE)
+             + xp.isnan(rsquare) * int(Quality.NAN_RSQUARE)
+             + xp.any(active, axis=1) * int(Quality.AT_BOUND)
+             + unresolved * int(Quality.UNRESOLVED_PEAKS))
         if n_supported is not None:
-            few = (n_supported >= 0) & (n_supported < n)
-            q = q | xp.where(few, int(Quality.TOO_MANY_TERMS), 0)
-    return q
+            q = q + ((n_supported >= 0) & (n_supported < n)) * int(Quality.TOO_MANY_TERMS)
+    return q.astype(xp.int64)
 
 
 def format_g(value: float, spec: str) -> str:
@@ -326,7 +326,7 @@ class GaussianFit:
     weights: np.ndarray | None = None
     normalization: tuple[float, float] | None = None
     fit_state: FitState | None = None
-    quality_code: int = 0
+    n_supported: int = -1
     _rinv: np.ndarray | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------ structure
@@ -419,6 +419,18 @@ class GaussianFit:
     def converged(self) -> bool:
         """True when the solver met a tolerance (state ``CONVERGED``)."""
         return self.state is FitState.CONVERGED
+
+    @property
+    def quality_code(self) -> int:
+        """The :class:`Quality` flags of this fit as an int (0: none, or not fitted)."""
+        if self.state in NOT_FITTED_MESSAGES:
+            return 0
+        active = self.output.activebounds
+        if active.size != self.p.size:
+            active = np.zeros(self.p.size, dtype=bool)
+        q = quality_flags(np, self.model, self.p[None, :], np.array([self.gof.rsquare]),
+                          active[None, :], np.array([self.n_supported]))
+        return int(q[0])
 
     @property
     def quality(self) -> tuple[str, ...]:
@@ -603,7 +615,7 @@ class GaussianFit:
             ]
             if self.output.exitflag <= 0:
                 lines += ["", self.output.message]
-            if self.quality_code:
+            if self.quality:
                 lines += ["", f"Quality flags: {', '.join(self.quality)}"]
         return "\n".join(lines)
 
@@ -741,8 +753,6 @@ def build_fit_result(
         if st is FitState.CONSTANT_DATA:
             message = (f"Not fitted: the data are constant (all y = {ys[0]:g}), so the peak "
                        "coefficients are not identifiable.")
-    quality = quality_flags(np, model, p[None, :], np.array([gof.rsquare]), active[None, :],
-                            np.array([n_supported]))
     inv = np.empty_like(order)
     inv[order] = np.arange(order.size)
     output = FitOutput(
@@ -756,7 +766,7 @@ def build_fit_result(
     return GaussianFit(
         model=model, p=p, gof=gof, output=output, options=opts, start=start,
         x=x, y=y, weights=weights, normalization=normalization, fit_state=st,
-        quality_code=0 if st in NOT_FITTED_MESSAGES else int(quality[0]),
+        n_supported=int(n_supported),
     )
 
 
