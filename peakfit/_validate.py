@@ -23,6 +23,8 @@ def as_float_array(name: str, a: Any, xp: Any = None) -> Any:
     :class:`InputError` for ragged, complex or non-numeric input. ``xp`` is accepted for
     symmetry with the callers and ignored (the array's own module is used).
     """
+    if isinstance(a, np.ndarray) and a.dtype in (np.float64, np.float32):
+        return a
     mod = type(a).__module__
     if not mod.startswith("cupy"):
         try:

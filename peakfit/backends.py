@@ -98,13 +98,16 @@ class Backend:
 
     def asarray(self, a: Any) -> Any:
         """``a`` as an array of this backend (host NumPy or device CuPy)."""
+        if isinstance(a, np.ndarray) and self.xp is np:
+            return a
         if self.name == "cpu":
             return to_numpy(a)
         return self.xp.asarray(a)
 
     @staticmethod
     def to_host(a: Any) -> np.ndarray:
-        return to_numpy(a)
+        """``a`` as a host NumPy array (no copy when it is one)."""
+        return a if isinstance(a, np.ndarray) else to_numpy(a)
 
     def release(self) -> None:
         """Give cached device memory back (after an out-of-memory error)."""

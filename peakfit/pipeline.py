@@ -141,10 +141,10 @@ def empty_result(k: int, P: int) -> dict[str, np.ndarray]:
         "state": np.full(k, int(FitState.NOT_FITTED), dtype=np.int8),
         "quality": np.zeros(k, dtype=np.int64), "n_supported": np.full(k, -1, dtype=np.int64),
     }
-    for f in _FIELDS_F:
-        out[f] = np.full(k, np.nan)
-    for f in _FIELDS_I:
-        out[f] = np.zeros(k, dtype=np.int64)
+    floats = np.full((len(_FIELDS_F), k), np.nan)
+    ints = np.zeros((len(_FIELDS_I), k), dtype=np.int64)
+    out.update(zip(_FIELDS_F, floats))
+    out.update(zip(_FIELDS_I, ints))
     out["_timings"] = np.zeros((1, 2))  # seconds in (start estimation, solver) of a block
     return out
 
@@ -185,8 +185,7 @@ def fit_block(backend: Backend, spec: Spec, x: Any, Y: Any, W: Any,
         if W is not None:
             W = W[..., order]
     out = empty_result(k, P)
-    valid, state = _validate_rows(xp, spec, x, Y, W)
-    nvalid = valid.sum(axis=1)
+    valid, nvalid, state = _validate_rows(xp, spec, x, Y, W)
     out["state"] = backend.to_host(state).astype(np.int8)
     out["exitflag"][:] = np.where(out["state"] == int(FitState.CONSTANT_DATA),
                                   EXITFLAG_CONSTANT, EXITFLAG_NOT_FITTED)
@@ -211,35 +210,49 @@ def fit_block(backend: Backend, spec: Spec, x: Any, Y: Any, W: Any,
     return out
 
 
-def _validate_rows(xp: ModuleType, spec: Spec, x: Any, Y: Any, W: Any) -> tuple[Any, Any]:
-    """Valid points (k, m) and the state of each row (``NOT_FITTED`` for rows to fit)."""
+def _validate_rows(xp: ModuleType, spec: Spec, x: Any, Y: Any,
+                   W: Any) -> tuple[Any, Any, Any]:
+    """Valid points (k, m), their count per row and the state of each row (``NOT_FITTED``
+    for rows to fit)."""
     k, m = Y.shape
     P = spec.model.n_params
     valid = xp.isfinite(Y)
-    nonfinite = xp.any(xp.isinf(Y), axis=1)
     if x.ndim == 2:
-        nonfinite = nonfinite | xp.any(xp.isinf(x), axis=1)
         valid = valid & xp.isfinite(x)
-    nvalid = valid.sum(axis=1)
-    if spec.nan_policy == "pad":
-        v8 = valid.astype(xp.int8)
-        first = xp.argmax(v8, axis=1)
-        last = m - 1 - xp.argmax(v8[:, ::-1], axis=1)
-        contiguous = (nvalid == 0) | (nvalid == last - first + 1)
-        nonfinite = nonfinite | ~contiguous
-    usable = valid if W is None else valid & (W > 0)
-    x_hi = xp.where(usable, x, -xp.inf).max(axis=1)
-    x_lo = xp.where(usable, x, xp.inf).min(axis=1)
+    if bool(valid.all()):  # the common case: every point of the block is finite
+        nvalid = xp.full(k, m)
+        nonfinite = xp.zeros(k, dtype=bool)
+        y_hi, y_lo = Y.max(axis=1), Y.min(axis=1)
+    else:
+        nonfinite = xp.any(xp.isinf(Y), axis=1)
+        if x.ndim == 2:
+            nonfinite = nonfinite | xp.any(xp.isinf(x), axis=1)
+        nvalid = valid.sum(axis=1)
+        if spec.nan_policy == "pad":
+            v8 = valid.astype(xp.int8)
+            first = xp.argmax(v8, axis=1)
+            last = m - 1 - xp.argmax(v8[:, ::-1], axis=1)
+            contiguous = (nvalid == 0) | (nvalid == last - first + 1)
+            nonfinite = nonfinite | ~contiguous
+        y_hi = xp.where(valid, Y, -xp.inf).max(axis=1)
+        y_lo = xp.where(valid, Y, xp.inf).min(axis=1)
+    if W is None:
+        npos = nvalid
+        x_hi = xp.where(valid, x, -xp.inf).max(axis=-1) if x.ndim == 2 else x.max()
+        x_lo = xp.where(valid, x, xp.inf).min(axis=-1) if x.ndim == 2 else x.min()
+    else:
+        usable = valid & (W > 0)
+        npos = usable.sum(axis=1)
+        x_hi = xp.where(usable, x, -xp.inf).max(axis=1)
+        x_lo = xp.where(usable, x, xp.inf).min(axis=1)
     # fewer usable points than coefficients, or all at one x: nothing to identify
-    insufficient = ~nonfinite & ((usable.sum(axis=1) < P) | ~(x_hi > x_lo))
-    y_hi = xp.where(valid, Y, -xp.inf).max(axis=1)
-    y_lo = xp.where(valid, Y, xp.inf).min(axis=1)
+    insufficient = ~nonfinite & ((npos < P) | ~(x_hi > x_lo))
     constant = ~nonfinite & ~insufficient & (y_hi == y_lo)
     state = xp.full(k, int(FitState.NOT_FITTED), dtype=xp.int8)
     state = xp.where(nonfinite, int(FitState.NONFINITE_INPUT), state)
     state = xp.where(insufficient, int(FitState.INSUFFICIENT_DATA), state)
     state = xp.where(constant, int(FitState.CONSTANT_DATA), state)
-    return valid, state
+    return valid, nvalid, state
 
 
 # =============================================================================================
