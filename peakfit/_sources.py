@@ -7,6 +7,7 @@ spectrum back for ``BatchFit[i]``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -63,6 +64,16 @@ class Source:
                 f"Y must be a 2-D array, an h5py dataset / np.memmap, or an iterable of (k_i, m) "
                 f"chunks; got {type(Y).__name__}"
             )
+        self.m_first: int | None = self.m  # points per spectrum, known before any fitting
+        if self.iterator is not None:
+            # look at the first chunk now: its width bounds what can be fitted (n = 10**9
+            # fails before anything of the model's size is allocated)
+            first = next(self.iterator, None)
+            if first is not None:
+                self.iterator = itertools.chain([first], self.iterator)
+                item = first[1] if isinstance(first, tuple) and len(first) == 2 else first
+                shape = getattr(item, "shape", None) or np.shape(item)
+                self.m_first = int(shape[-1]) if len(shape) else None
         self.x = x
         self.weights = weights
         self._check_x_w()

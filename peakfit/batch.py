@@ -173,8 +173,8 @@ def fit_gaussians_batch(
     check_every = _positive_int("check_every", check_every)
     chunk_size = _positive_int("chunk_size", chunk_size)
     source = Source(x, Y, weights, policy)
-    if source.m is not None:
-        check_enough_points(model, source.m, "each spectrum (columns of Y)")
+    if source.m_first is not None:
+        check_enough_points(model, source.m_first, "each spectrum (columns of Y)")
     opts = _batch_options(model, options, lower=lower, upper=upper, tol_fun=tol_fun,
                           tol_x=tol_x, max_iter=max_iter, max_fun_evals=max_fun_evals,
                           algorithm=algorithm)

@@ -99,6 +99,8 @@ def test_inf_in_a_per_row_x():
 ERROR_CASES = {
     "n = 10**9 (single)": (lambda: single(X, Y1, 10**9), "not enough data"),
     "n = 10**9 (batch)": (lambda: batch(X, Y1[None], 10**9), "not enough data"),
+    "n = 10**9 (batch of chunks)": (lambda: batch(X, iter([Y1[None], Y1[None]]), 10**9),
+                                    "not enough data"),
     "n = 0": (lambda: single(X, Y1, 0), "n must be >= 1"),
     "n a string": (lambda: batch(X, Y1[None], "3"), "n must be an integer"),
     "MaxIter None": (lambda: single(X, Y1, MaxIter=None), "MaxIter (max_iter)"),
