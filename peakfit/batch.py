@@ -101,8 +101,10 @@ def fit_gaussians_batch(
         One spectrum per row. CuPy input stays on the device (no host copy). An iterable
         yields ``(k_i, m)`` arrays (or ``(x_i, Y_i)`` pairs) and is fitted chunk by chunk with
         bounded memory. Ragged spectra: pad rows with NaN at the ends, or give zero weights.
-    n : int
-        Number of Gaussian peaks.
+    n : int or 'auto'
+        Number of Gaussian peaks; ``'auto'`` chooses it per spectrum by BIC and returns a
+        :class:`peakfit.selection.AutoBatchFit` (NaN-padded; other criteria through
+        :func:`peakfit.selection.fit_auto_batch`).
     baseline : {'none', 'constant', 'linear', 'quadratic', 'exponential'}
     device : {'auto', 'cpu', 'gpu'}
         ``'auto'`` uses the GPU when CuPy and a CUDA device are present, else the CPU; the
@@ -164,6 +166,15 @@ def fit_gaussians_batch(
     >>> r.state_names.tolist(), r.device
     (['converged', 'converged'], 'cpu')
     """
+    from .selection import _is_auto, fit_auto_batch
+
+    if _is_auto(n):  # n='auto': one batch per candidate n, chosen per row (peakfit.selection)
+        return fit_auto_batch(  # type: ignore[return-value]
+            x, Y, n, baseline=baseline, device=device, dtype=dtype, start=start, lower=lower,
+            upper=upper, weights=weights, tol_fun=tol_fun, tol_x=tol_x, max_iter=max_iter,
+            max_fun_evals=max_fun_evals, algorithm=algorithm, options=options,
+            nan_policy=nan_policy, sort=sort, chunk_size=chunk_size, n_threads=n_threads,
+            check_every=check_every)
     t_start = time.perf_counter()
     model = GaussianModel(n, baseline)
     dt = _working_dtype(dtype)

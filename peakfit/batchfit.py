@@ -40,7 +40,7 @@ class BatchFit:
         Coefficients held at a bound by the solver.
     firstorderopt : ndarray (k,)
     device : str
-        Where the fit ran, e.g. ``'cpu'`` or ``'gpu:0 (NVIDIA H100 80GB HBM3)'``.
+        Where the fit ran: ``'cpu'``, or ``'gpu:0 (<device name>)'`` on a GPU.
     dtype : str
         Working precision, ``'float64'`` or ``'float32'``.
     options : FitOptions

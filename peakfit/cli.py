@@ -6,8 +6,9 @@ Subcommands
     Fit the bundled 4-peak example and print MATLAB's display and the sorted means (needs only
     NumPy and SciPy).
 ``peakfit fit FILE -n 4``
-    Fit every spectrum of a file (or ``--index I``); print MATLAB's display and the sorted
-    means, or ``--json``.
+    Fit every spectrum of a file (or ``--index I``; ``FILE`` may be ``-``, standard input);
+    print MATLAB's display, the sorted means and the peak table, or ``--format json|csv``.
+    ``-n auto`` chooses the number of peaks (``--criterion``, ``--n-max``).
 ``peakfit batch INPUT... -n 4 -o OUT``
     Fit every spectrum of many files, chunk by chunk, into a CSV/Parquet/HDF5 table; resumable.
 ``peakfit plot FILE -n 4 -o fit.png``
@@ -161,14 +162,34 @@ def _add_reading(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", metavar="NAME", help="HDF5 dataset / .mat variable of spectra")
     g.add_argument("--delimiter", metavar="CHAR", help="text field separator (default: auto)")
     g.add_argument("--skip-header", type=_nonneg_int, metavar="N",
-                   help="text: ignore the first N lines")
+                   help="text: ignore the first N lines (default: a preamble is found by "
+                        "content)")
+    g.add_argument("--decimal-comma", action="store_true",
+                   help="text: numbers are written 1,5 (cells separated by ; tab or spaces)")
+
+
+def _n_or_auto(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    return _positive_int(text)
 
 
 def _add_model(p: argparse.ArgumentParser, *, n_default: int | None = 4) -> None:
-    p.add_argument("-n", "--peaks", dest="n", type=_positive_int, default=n_default,
-                   metavar="N", help=f"number of Gaussian peaks (default {n_default})")
+    p.add_argument("-n", "--peaks", dest="n", type=_n_or_auto, default=n_default,
+                   metavar="N|auto", help=f"number of Gaussian peaks, or 'auto' to choose it "
+                                          f"(default {n_default})")
+    p.add_argument("--criterion", choices=("bic", "aicc", "ftest"), default="bic",
+                   help="with -n auto: how to choose n (default bic)")
+    p.add_argument("--n-max", type=_positive_int, default=8, metavar="N",
+                   help="with -n auto: the largest n tried (default 8)")
     p.add_argument("--baseline", choices=_BASELINES, default="none",
                    help="baseline term added to the peaks (default none)")
+
+
+def _add_format(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--format", choices=("text", "json", "csv"), default=None,
+                   help=f"output: text (default), json or csv ({what})")
+    p.add_argument("--json", action="store_true", help="same as --format json")
 
 
 def _add_solver(p: argparse.ArgumentParser, *, extra: bool = True) -> None:
@@ -210,11 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="fit the bundled 4-peak example (core dependencies only)",
                        description="Fit the bundled example spectrum with 4 Gaussians and print "
                                    "MATLAB's display and the sorted peak means.")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_format(p, "csv: one row per peak")
 
     p = sub.add_parser("fit", help="fit the spectra of one file and print the results",
                        description="Fit each spectrum of FILE (or the one chosen with --index) "
-                                   "and print MATLAB's display and the sorted means.")
+                                   "and print MATLAB's display, the sorted means and the table "
+                                   "of peaks (centre, height, sigma, FWHM, area with standard "
+                                   "errors). FILE '-' reads standard input.")
     p.add_argument("file", metavar="FILE")
     _add_model(p)
     _add_reading(p)
@@ -225,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="non-finite points: error (default) or leave them out")
     p.add_argument("--level", type=float, default=0.95,
                    help="confidence level of the displayed bounds (default 0.95)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_format(p, "csv: one row per peak of every spectrum")
 
     p = sub.add_parser("batch", help="fit every spectrum of many files into a table (resumable)",
                        description="Fit every spectrum of every INPUT (files, or folders whose "
@@ -245,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=_positive_int, default=1000, metavar="K",
                    help="spectra read, fitted and committed at a time (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_format(p, "of the summary line")
 
     p = sub.add_parser("plot", help="plot data, fit, components and residuals to an image",
                        description="Fit one spectrum and save a figure: data, total fit, each "
@@ -293,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TolFun of both peakfit fits (default MATLAB's 1e-6)")
     p.add_argument("--tol-x", type=_positive_float, default=1e-6, metavar="T",
                    help="TolX of both peakfit fits (default MATLAB's 1e-6)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_format(p, "csv: one row per coefficient")
 
     p = sub.add_parser("gd-demo", help="gradient-descent figures and report (peakfit.gd)",
                        description="Run the gradient-descent demonstrations of peakfit.gd and "
@@ -310,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _read_opts(args: argparse.Namespace) -> dict[str, Any]:
     return {"x": args.x, "y": args.y, "layout": args.layout, "dataset": args.dataset,
-            "delimiter": args.delimiter, "skip_header": args.skip_header}
+            "delimiter": args.delimiter, "skip_header": args.skip_header,
+            "decimal": "," if getattr(args, "decimal_comma", False) else "."}
 
 
 def _load(path: str, args: argparse.Namespace) -> Any:
@@ -331,7 +356,40 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["nan_policy"] = args.nan_policy
     if isinstance(kw["start"], list):
         kw["start"] = np.asarray(kw["start"], dtype=float)
+    if getattr(args, "n", None) == "auto":
+        kw.update(criterion=args.criterion, n_max=args.n_max)
     return kw
+
+
+def _format(args: argparse.Namespace) -> str:
+    if getattr(args, "json", False):
+        if args.format not in (None, "json"):
+            raise _UsageError(f"--json contradicts --format {args.format}")
+        return "json"
+    return args.format or "text"
+
+
+_PEAK_CSV_HEAD = ("source", "index", "name", "peak")
+
+
+def _peak_csv(rows: list[tuple[str, int, str, Any]], out: TextIO) -> None:
+    """CSV of the peak tables of several fits: source, index, name, then the table's columns
+    and the fit's n, state, sse and rsquare."""
+    import csv
+
+    w = csv.writer(out, lineterminator="\n")
+    head_done = False
+    for source, i, name, r in rows:
+        recs = r.peaks.to_records()
+        if not head_done:
+            cols = [c for c in r.peaks.columns if c != "peak"]
+            w.writerow([*_PEAK_CSV_HEAD, *cols, "n", "state", "sse", "rsquare"])
+            head_done = True
+        for rec in recs:
+            vals = [int(v) if isinstance(v, bool) else repr(v) if isinstance(v, float) else v
+                    for k, v in rec.items() if k != "peak"]
+            w.writerow([source, i, name, rec["peak"], *vals, r.n, r.state.name.lower(),
+                        repr(float(r.gof.sse)), repr(float(r.gof.rsquare))])
 
 
 def _select(spectra: Any, index: int | None) -> list[int]:
@@ -396,8 +454,21 @@ def _cli_warnings() -> Iterator[None]:
 
 def _report_fit(result: Any, header: str, out: TextIO, level: float = 0.95) -> None:
     out.write(f"{header}\n")
+    sel = result.__dict__.get("selection")
+    if sel is not None:
+        out.write(sel.to_text() + "\n\n")
     out.write(result.display("f", level=level) + "\n")
     out.write(f"\nMeans (sorted): {_fmt_means(result.means)}\n")
+    out.write(f"\nPeaks:\n{result.peaks.to_text()}\n")
+
+
+def _fit_json(result: Any) -> dict[str, Any]:
+    d = {**result.to_dict(), "peaks": result.peaks.to_records()}
+    sel = result.__dict__.get("selection")
+    if sel is not None:
+        d["selection"] = {"criterion": sel.criterion, "n": sel.n,
+                          "candidates": sel.to_records()}
+    return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,8 +491,11 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
     s = _bundled_example()
     r = fit_gaussians(s.x, s.Y[0], 4)
-    if args.json:
-        _print_json({"source": "peakfit/data/example_4peaks.csv", **r.to_dict()}, out)
+    fmt = _format(args)
+    if fmt == "json":
+        _print_json({"source": "peakfit/data/example_4peaks.csv", **_fit_json(r)}, out)
+    elif fmt == "csv":
+        _peak_csv([("peakfit/data/example_4peaks.csv", 0, s.names[0], r)], out)
     else:
         _report_fit(r, f"peakfit demo: 4 Gaussians fitted to the bundled example "
                        f"({s.m} points, true means 470, 492, 560, 620)", out)
@@ -434,8 +508,10 @@ def _cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
     s = _load(args.file, args)
     kw = _fit_kwargs(args)
     items = []
+    fits = []
     status = EXIT_OK
     chosen = _select(s, args.index)
+    fmt = _format(args)
     for i in chosen:
         try:
             r = fit_gaussians(s.x_of(i), s.Y[i], args.n, **kw)
@@ -443,8 +519,10 @@ def _cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
             raise InputError(f"{s.source}, spectrum {i} ({s.names[i]}): {exc}") from exc
         if not r.converged:
             status = EXIT_FIT_PROBLEM
-        if args.json:
-            items.append({"index": i, "name": s.names[i], **r.to_dict()})
+        if fmt == "json":
+            items.append({"index": i, "name": s.names[i], **_fit_json(r)})
+        elif fmt == "csv":
+            fits.append((s.source, i, s.names[i], r))
         else:
             if i != chosen[0]:
                 out.write("\n")
@@ -452,8 +530,10 @@ def _cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
                         out, args.level)
             if not r.converged:
                 out.write(f"Not converged: {r.output.message}\n")
-    if args.json:
+    if fmt == "json":
         _print_json({"source": s.source, "spectra": items}, out)
+    elif fmt == "csv":
+        _peak_csv(fits, out)
     return status
 
 
@@ -570,10 +650,13 @@ def _fit_chunk(x: np.ndarray, Y: np.ndarray, args: argparse.Namespace) -> Any:
     start: Any = args.start
     if isinstance(start, list):
         start = np.asarray(start, dtype=float)
-    return fit_gaussians_batch(
-        x, Y, args.n, device=args.device, dtype=args.dtype, start=start,
-        baseline=args.baseline, tol_fun=args.tol_fun, tol_x=args.tol_x, max_iter=args.max_iter,
-    )
+    kw = dict(device=args.device, dtype=args.dtype, start=start, baseline=args.baseline,
+              tol_fun=args.tol_fun, tol_x=args.tol_x, max_iter=args.max_iter)
+    if args.n == "auto":
+        from .selection import fit_auto_batch
+
+        return fit_auto_batch(x, Y, "auto", criterion=args.criterion, n_max=args.n_max, **kw)
+    return fit_gaussians_batch(x, Y, args.n, **kw)
 
 
 def _chunk_table(source: str, start: int, spectra: Any, rows: np.ndarray,
@@ -653,8 +736,17 @@ def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
                f"{fitted} fitted now, {resumed} already done; {failed} not converged")
     if not args.quiet:
         print(summary, file=sys.stderr)
-    out.write(f"{args.out}: {total} spectra, {total - failed} converged, {failed} not "
-              "converged\n")
+    fmt = _format(args)
+    if fmt == "json":
+        _print_json({"out": args.out, "spectra": total, "converged": total - failed,
+                     "not_converged": failed, "fitted_now": fitted, "already_done": resumed},
+                    out)
+    elif fmt == "csv":
+        out.write("out,spectra,converged,not_converged,fitted_now,already_done\n")
+        out.write(f"{args.out},{total},{total - failed},{failed},{fitted},{resumed}\n")
+    else:
+        out.write(f"{args.out}: {total} spectra, {total - failed} converged, {failed} not "
+                  "converged\n")
     return EXIT_FIT_PROBLEM if failed else EXIT_OK
 
 
@@ -737,8 +829,17 @@ def _cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
     cmp = compare_with_matlab(s.x_of(i), s.Y[i], mfit, rtol=args.rtol, atol=args.atol,
                               use_bounds=args.use_bounds, against=args.against,
                               tol_fun=args.tol_fun, tol_x=args.tol_x)
-    if args.json:
+    fmt = _format(args)
+    if fmt == "json":
         _print_json({"data": s.source, "index": i, "matlab": args.matlab, **cmp}, out)
+    elif fmt == "csv":
+        import csv
+
+        w = csv.writer(out, lineterminator="\n")
+        keys = list(cmp["rows"][0]) if cmp["rows"] else []
+        w.writerow(keys)
+        for row in cmp["rows"]:
+            w.writerow([_clean(row[k]) for k in keys])
     else:
         _print_comparison(cmp, f"{s.source} (spectrum {i}, {s.m} points)", args.matlab, out)
     return EXIT_OK if cmp["agree"] else EXIT_FIT_PROBLEM

@@ -49,7 +49,7 @@ def _robust_weights(
 def fit_gaussians(
     x: Any,
     y: Any,
-    n: int = 4,
+    n: int | str = 4,
     *,
     baseline: str = "none",
     start: Any = "auto",
@@ -67,8 +67,10 @@ def fit_gaussians(
     ----------
     x, y : array_like, shape (m,)
         The spectrum. ``x`` need not be sorted; integer and float32 input is promoted.
-    n : int
-        Number of Gaussian peaks.
+    n : int or 'auto'
+        Number of Gaussian peaks; ``'auto'`` (or a sequence of candidates) fits several and
+        chooses one (keywords ``criterion='bic'|'aicc'|'ftest'``, ``n_max=8``, ``alpha``; see
+        :mod:`peakfit.selection`), with the candidates in ``result.selection``.
     baseline : {'none', 'constant', 'linear', 'quadratic', 'exponential'}
         Optional baseline term (``exponential`` is ``e1*exp(-e2*x)``, the NIST Gauss form).
     start : {'auto', 'matlab'} or array_like
@@ -115,6 +117,12 @@ def fit_gaussians(
     >>> r.gof.dfe
     988
     """
+    from .selection import _is_auto, fit_auto
+
+    if _is_auto(n):  # n='auto': choose n (criterion=, n_max=, alpha= go to fit_auto)
+        return fit_auto(x, y, n, baseline=baseline, start=start, options=options,
+                        nan_policy=nan_policy, sort=sort, smooth=smooth, downsample=downsample,
+                        n_trials=n_trials, **fit_options)
     xa = as_real_array("x", x)
     ya = as_real_array("y", y)
     if xa.shape != ya.shape:

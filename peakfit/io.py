@@ -8,7 +8,9 @@ bounded memory, and :func:`count_spectra` counts them cheaply.  Supported format
 file extension (case-insensitive):
 
 =======================  ========================================================================
-``.csv .tsv .txt .dat``  delimited text: an ``x`` column plus ``y`` columns, or one spectrum a row
+``.csv .tsv .txt .dat``  delimited text: an ``x`` column plus ``y`` columns, or one spectrum a row;
+``.xy``, no extension,   also any preamble (NIST StRD), comment lines, named columns, decimal
+``-`` (standard input)   commas; a file without an extension is recognised by its content
 ``.npy``                 a 1-D (one spectrum) or 2-D ``(k, m)`` array; never unpickled
 ``.npz``                 arrays ``x`` and ``Y``/``y``/``spectra`` (or names set by ``x=``/``y=``)
 ``.h5 .hdf5``            datasets ``x`` and ``Y``/``y``/``spectra`` (or ``dataset=``/``x=``)
@@ -39,6 +41,8 @@ import io as _stdio
 import math
 import os
 import re
+import sys
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,9 +67,10 @@ PathLike = str | os.PathLike
 
 Layout = Literal["auto", "columns", "rows"]
 
-_TEXT_EXTS = (".csv", ".tsv", ".txt", ".dat")
+_TEXT_EXTS = (".csv", ".tsv", ".txt", ".dat", ".xy")
 _FORMATS = {
     ".csv": "text",
+    ".xy": "text",
     ".tsv": "text",
     ".txt": "text",
     ".dat": "text",
@@ -187,7 +192,11 @@ class Spectra:
 
 
 def _format_of(path: str) -> str:
+    if path == "-":
+        return "text"  # standard input
     ext = Path(path).suffix.lower()
+    if not ext and os.path.isfile(path):
+        return _format_by_content(path)
     fmt = _FORMATS.get(ext)
     if fmt is None:
         known = " ".join(sorted(_FORMATS))
@@ -197,7 +206,24 @@ def _format_of(path: str) -> str:
     return fmt
 
 
+def _format_by_content(path: str) -> str:
+    """The format of a file without an extension, from its first bytes (text otherwise)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"PK\x03\x04"):
+        return "npz"
+    if head.startswith(_HDF5_SIGNATURE):
+        return "hdf5"
+    if head.startswith(b"MATLAB"):
+        return "mat"
+    return "text"
+
+
 def _check_exists(path: str) -> None:
+    if path == "-":
+        return
     if not os.path.exists(path):
         raise MissingFileError(path)
     if os.path.isdir(path):
@@ -231,7 +257,16 @@ def _container_name(path: str, y: Any, dataset: str | None, variable: str | None
 
 
 class _TextFile:
-    """Delimited text: finds the delimiter and header, yields data lines, parses blocks."""
+    """Delimited text: finds the preamble, delimiter and header, yields data lines, parses.
+
+    Without ``skip_header`` the data block is found by content: it starts at the first line
+    that follows a non-numeric line (or opens the file) and begins a run of
+    :data:`_RUN` numeric lines with the same number of cells; everything above is preamble
+    (titles, comments, NIST StRD's 60-line description). The last line above the block names
+    the columns when it has one name per column (``# t y``, ``x,y1,y2``; a leading label such
+    as NIST's ``Data:`` is dropped). Files whose data do not form such a run are read from
+    their first non-comment line, as with ``skip_header=0``.
+    """
 
     def __init__(
         self,
@@ -239,8 +274,10 @@ class _TextFile:
         delimiter: str | None,
         skip_header: int | None,
         header: bool | None,
+        decimal: str = ".",
     ) -> None:
         self.path = path
+        self.label = _STDIN_LABEL if path == "-" else path
         if skip_header is not None and (
             isinstance(skip_header, bool) or not isinstance(skip_header, int) or skip_header < 0
         ):
@@ -248,6 +285,11 @@ class _TextFile:
         self.skip = skip_header or 0
         if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
             raise InputError(f"delimiter must be a single character or None; got {delimiter!r}")
+        if decimal not in (".", ","):
+            raise InputError(f"decimal must be '.' or ','; got {decimal!r}")
+        if decimal == "," and delimiter == ",":
+            raise InputError("decimal=',' needs another delimiter than ','")
+        self.decimal = decimal
         self.header_names: list[str] | None = None
         self.header_line: int | None = None
         first: tuple[int, str] | None = None
@@ -256,50 +298,179 @@ class _TextFile:
                 first = (lineno, text)
                 break
         if first is None:
-            size = os.path.getsize(path)
-            what = "file is empty" if size == 0 else "no data lines (only comments or blank lines)"
-            raise FileFormatError(what, path)
+            empty = self.label != _STDIN_LABEL and os.path.getsize(path) == 0
+            what = "file is empty" if empty else "no data lines (only comments or blank lines)"
+            if self.label == _STDIN_LABEL and not _STDIN_CACHE.get("text"):
+                what = "standard input is empty"
+            raise FileFormatError(what, self.label)
+        if skip_header is None and header is None:
+            found = self._find_block(delimiter)
+            if found is not None:
+                self.delimiter, self.skip, self.header_names = found
+                return
         lineno, text = first
         if delimiter is None:
             if Path(path).suffix.lower() == ".tsv":
                 delimiter = "\t"
-            elif "," in text:
+            elif "," in text and decimal != ",":
                 delimiter = ","
             elif ";" in text:
                 delimiter = ";"
+            elif "\t" in text and decimal == ",":
+                delimiter = "\t"
         self.delimiter = delimiter
         cells = self.split(text)
-        is_header = header if header is not None else any(_looks_non_numeric(c) for c in cells)
+        is_header = header if header is not None else any(self._non_numeric(c) for c in cells)
         if is_header:
             self.header_names = [_unquote(c) for c in cells]
             self.header_line = lineno
 
+    # ------------------------------------------------------------------ reading lines
     def _open(self) -> Any:
+        if self.path == "-":
+            if "text" not in _STDIN_CACHE:
+                data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+                if isinstance(data, bytes):
+                    try:
+                        data = data.decode("utf-8-sig")
+                    except UnicodeDecodeError as exc:
+                        raise FileFormatError(
+                            f"not UTF-8 text ({exc.reason} at byte {exc.start})", self.label
+                        ) from exc
+                _STDIN_CACHE["text"] = data
+            return _stdio.StringIO(_STDIN_CACHE["text"], newline=None)
         try:
             return open(self.path, encoding="utf-8-sig", newline=None)
         except OSError as exc:
             raise FileFormatError(f"cannot open: {exc.strerror or exc}", self.path) from exc
 
-    def _candidates(self, fh: Any) -> Iterator[tuple[int, str]]:
-        """(1-based line number, text) of non-blank, non-comment lines after skip_header."""
+    def _physical(self, fh: Any) -> Iterator[tuple[int, str]]:
         try:
             for lineno, raw in enumerate(fh, start=1):
-                if lineno <= self.skip:
-                    continue
-                text = raw.rstrip("\r\n")
-                stripped = text.strip()
-                if not stripped or stripped.startswith("#"):
-                    continue
-                yield lineno, text
+                yield lineno, raw.rstrip("\r\n")
         except UnicodeDecodeError as exc:
             raise FileFormatError(
-                f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", self.path
+                f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", self.label
             ) from exc
 
+    def _candidates(self, fh: Any) -> Iterator[tuple[int, str]]:
+        """(1-based line number, text) of non-blank, non-comment lines after skip_header."""
+        for lineno, text in self._physical(fh):
+            if lineno <= self.skip:
+                continue
+            stripped = text.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            yield lineno, text
+
+    def _find_block(
+        self, delimiter: str | None
+    ) -> tuple[str | None, int, list[str] | None] | None:
+        """(delimiter, lines to skip, column names) of the data block, or None."""
+        lines: list[str] = []
+        size = 0
+        with self._open() as fh:
+            for _, text in self._physical(fh):
+                lines.append(text)
+                size += len(text)
+                if len(lines) >= _SNIFF_LINES or size > _SNIFF_CHARS:
+                    break
+        if delimiter is not None:
+            delims: tuple[str | None, ...] = (delimiter,)
+        elif Path(self.path).suffix.lower() == ".tsv":
+            delims = ("\t",)
+        else:
+            delims = ("\t", ";", None) if self.decimal == "," else (",", "\t", ";", None)
+        best = None
+        for d in delims:
+            found = self._block_with(lines, d)
+            # the earliest block wins, then the most columns, then the order above
+            if found is not None and (best is None or (-found[0], found[1])
+                                      > (-best[1][0], best[1][1])):
+                best = (d, found)
+        if best is None:
+            return None
+        d, (start, ncol) = best
+        self.delimiter = d
+        return d, start, self._names_above(lines, start, ncol)
+
+    def _block_with(self, lines: list[str], d: str | None) -> tuple[int, int] | None:
+        """(0-based index of the first data line, columns) for delimiter ``d``, or None.
+
+        Lines are classified as needed (the first run found ends the scan).
+        """
+        shape: list[int | None] = []  # cells of a numeric line, None for text, -1 for blank
+
+        def classify(i: int) -> int | None:
+            while len(shape) <= i:
+                text = lines[len(shape)]
+                s = text.strip()
+                if not s or s.startswith("#"):
+                    shape.append(-1)
+                    continue
+                cells = self._split_with(text, d)
+                ok = any(_unquote(c) for c in cells) and not any(self._non_numeric(c)
+                                                                  for c in cells)
+                shape.append(len(cells) if ok else None)
+            return shape[i]
+
+        prev: int | None = None  # shape of the previous non-blank line
+        widths: set[int] = set()  # numeric widths seen above
+        for i in range(len(lines)):
+            ncol = classify(i)
+            if ncol == -1:
+                continue
+            if ncol is not None and prev is None:
+                if ncol in widths:
+                    return None  # data of this width above: a bad line inside data, no preamble
+                run, j = 0, i
+                while j < len(lines) and run < _RUN:
+                    w = classify(j)
+                    if w != -1:
+                        if w != ncol:
+                            break
+                        run += 1
+                    j += 1
+                else:
+                    return i, int(ncol)
+            if ncol is not None:
+                widths.add(ncol)
+            prev = ncol
+        return None
+
+    def _names_above(self, lines: list[str], start: int, ncol: int) -> list[str] | None:
+        """Column names from the last non-blank line above the data, if it has ``ncol``."""
+        for text in reversed(lines[:start]):
+            s = text.strip()
+            if not s:
+                continue
+            s = s.lstrip("#").strip()
+            cells = [_unquote(c) for c in self._split_with(s, self.delimiter)]
+            if self.delimiter is not None and len(cells) == 1 and ncol > 1:
+                cells = s.split()  # a '# t y' comment above comma-separated data
+            if len(cells) == ncol + 1 and cells[0].endswith(":"):
+                cells = cells[1:]  # NIST StRD: 'Data:   y   x'
+            if len(cells) == ncol and all(cells) and any(self._non_numeric(c) for c in cells):
+                return cells
+            return None
+        return None
+
     def split(self, text: str) -> list[str]:
-        if self.delimiter is None:
+        return self._split_with(text, self.delimiter)
+
+    @staticmethod
+    def _split_with(text: str, d: str | None) -> list[str]:
+        if d is None:
             return text.split()
-        return text.split(self.delimiter)
+        if '"' in text:  # quoted cells may contain the delimiter: "1,234.5"
+            return next(csv.reader([text], delimiter=d))
+        return text.split(d)
+
+    def _non_numeric(self, cell: str) -> bool:
+        s = _unquote(cell)
+        if not s:
+            return False
+        return _number(s, self.decimal) is None
 
     def data_lines(self) -> Iterator[tuple[int, str]]:
         """(line number, text) of every data line (header excluded)."""
@@ -317,7 +488,7 @@ class _TextFile:
         finally:
             gen.close()
         if first is None:
-            raise FileFormatError("no data lines after the header", self.path)
+            raise FileFormatError("no data lines after the header", self.label)
         return first
 
     def parse(self, block: list[tuple[int, str]], ncol: int, ref_line: int) -> np.ndarray:
@@ -325,26 +496,31 @@ class _TextFile:
         if not block:
             return np.empty((0, ncol))
         texts = [t for _, t in block]
-        try:
-            arr = np.loadtxt(
-                texts,
-                delimiter=self.delimiter,
-                dtype=np.float64,
-                comments=None,
-                ndmin=2,
-                quotechar='"',
-            )
-            if arr.shape == (len(block), ncol):
-                return arr
-        except ValueError:
-            pass
+        fast = True
+        if self.decimal == ",":
+            fast = not any("." in t for t in texts)  # '1.234' is a thousands separator there
+            texts = [t.replace(",", ".") for t in texts]
+        if fast:
+            try:
+                arr = np.loadtxt(
+                    texts,
+                    delimiter=self.delimiter,
+                    dtype=np.float64,
+                    comments=None,
+                    ndmin=2,
+                    quotechar='"',
+                )
+                if arr.shape == (len(block), ncol):
+                    return arr
+            except ValueError:
+                pass
         out = np.empty((len(block), ncol))
         for r, (lineno, text) in enumerate(block):
             cells = self.split(text)
             if len(cells) != ncol:
                 raise FileFormatError(
                     f"row has {len(cells)} columns but line {ref_line} has {ncol}",
-                    self.path,
+                    self.label,
                     lineno,
                 )
             for c, cell in enumerate(cells):
@@ -355,12 +531,44 @@ class _TextFile:
         s = _unquote(cell)
         if not s:
             return math.nan
-        if "_" not in s:
-            try:
-                return float(s)
-            except ValueError:
-                pass
-        raise FileFormatError(f"cell {cell.strip()!r} is not a number", self.path, lineno, column)
+        v = _number(s, self.decimal)
+        if v is not None:
+            return v
+        hint = ""
+        if self.decimal == "." and re.fullmatch(r"[+-]?\d+,\d+", s):
+            hint = " (a decimal comma? use decimal=',' / --decimal-comma)"
+        raise FileFormatError(f"cell {cell.strip()!r} is not a number{hint}", self.label,
+                              lineno, column)
+
+
+_STDIN_LABEL = "<stdin>"
+_STDIN_CACHE: dict[str, str] = {}
+_SNIFF_LINES = 5000  # lines read to find the data block (at most _SNIFF_CHARS characters)
+_SNIFF_CHARS = 4_000_000
+_RUN = 5  # numeric lines of equal width that open a data block
+_THOUSANDS = {".": re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?"),
+              ",": re.compile(r"[+-]?\d{1,3}(\.\d{3})+(,\d*)?([eE][+-]?\d+)?")}
+
+
+def _number(s: str, decimal: str = ".") -> float | None:
+    """The value of a cell, or None: ``1.5``, ``nan``; ``1,234.5`` (thousands) and, with
+    ``decimal=','``, ``1,5`` and ``1.234,5``.
+
+    Examples
+    --------
+    >>> _number("1,234.5"), _number("1.234,5", ","), _number("2,5", ","), _number("1_0")
+    (1234.5, 1234.5, 2.5, None)
+    """
+    if "_" in s:
+        return None
+    if _THOUSANDS[decimal].fullmatch(s):
+        s = s.replace("," if decimal == "." else ".", "")
+    if decimal == ",":
+        s = s.replace(",", ".")
+    try:
+        return float(s)
+    except ValueError:
+        return None
 
 
 def _unquote(cell: str) -> str:
@@ -372,13 +580,7 @@ def _unquote(cell: str) -> str:
 
 def _looks_non_numeric(cell: str) -> bool:
     s = _unquote(cell)
-    if not s or "_" in s:
-        return bool(s)
-    try:
-        float(s)
-    except ValueError:
-        return True
-    return False
+    return bool(s) and _number(s) is None
 
 
 def _resolve_column(sel: int | str, header: list[str] | None, ncol: int, what: str) -> int:
@@ -409,8 +611,66 @@ def _as_selection(y: Any) -> list[Any] | None:
     return list(y)
 
 
-def _text_layout(layout: str) -> str:
-    return "columns" if layout == "auto" else layout
+def _text_layout(layout: str, tf: _TextFile | None = None, x: Any = None, y: Any = None
+                 ) -> tuple[str, Any]:
+    """The layout of a text file and the x option for it (``layout='auto'`` decides by content).
+
+    ``'auto'`` reads columns, except for a file without column names, ``x``/``y`` options or
+    a monotonic first column (as an x column would be), with lines of at least 20 cells that
+    are more than the lines, or whose first line alone is strictly monotonic (an x line): that
+    is one spectrum per line (x from the first line when it is such an x line). A file with
+    more cells per line than lines that is read as columns gets a warning.
+    """
+    if layout != "auto":
+        return layout, x
+    if tf is None or tf.header_names is not None or x is not None or y is not None:
+        return "columns", x
+    gen = tf.data_lines()
+    try:
+        first = next(gen, None)
+        if first is None:
+            return "columns", x
+        ncol = len(tf.split(first[1]))
+        if ncol < _WIDE:
+            return "columns", x
+        sample = [first]
+        for item in gen:  # enough lines to compare with ncol; parse at most _LAYOUT_ROWS
+            sample.append(item)
+            if len(sample) > ncol:
+                break
+    finally:
+        gen.close()
+    nrow = len(sample)
+    try:
+        data = tf.parse(sample[:_LAYOUT_ROWS], ncol, sample[0][0])
+    except InputError:
+        return "columns", x  # the reader will report the bad line
+    with np.errstate(invalid="ignore"):
+        d0 = np.diff(data[:, 0])
+        col_mono = data.shape[0] >= 3 and (bool(np.all(d0 > 0)) or bool(np.all(d0 < 0)))
+        dr = np.diff(data, axis=1)
+        row_mono = np.all(dr > 0, axis=1) | np.all(dr < 0, axis=1)
+    x_line = data.shape[0] >= 2 and bool(row_mono[0]) and not bool(row_mono[1:].any())
+    if col_mono:
+        if nrow <= ncol:
+            warnings.warn(
+                f"{tf.label}: lines have {ncol} cells but there are only {nrow} lines; "
+                "reading columns (x = column 0); if each line is one spectrum, use "
+                "layout='rows' (--layout rows)", UserWarning, stacklevel=4)
+        return "columns", x
+    if nrow <= ncol or x_line:
+        x_row = 0 if x_line else None
+        k = f"{nrow - x_line} spectra" if nrow <= ncol else "spectra"
+        warnings.warn(
+            f"{tf.label}: read as one spectrum per line ({k} of {ncol} values"
+            f"{', x from the first line' if x_line else ''}); use layout='columns' "
+            "(--layout columns) to read columns", UserWarning, stacklevel=4)
+        return "rows", x_row
+    return "columns", x
+
+
+_WIDE = 20  # cells per line from which a file may hold one spectrum per line
+_LAYOUT_ROWS = 200  # lines parsed to decide the layout
 
 
 class _TextRows:
@@ -467,7 +727,7 @@ class _TextRows:
 
         def emit() -> Spectra:
             Y = self.tf.parse(block, self.ncol, self.ref_line)
-            return Spectra(self.x, Y, tuple(f"row{i}" for i in idx), self.tf.path)
+            return Spectra(self.x, Y, tuple(f"row{i}" for i in idx), self.tf.label)
 
         for i, item in self._wanted():
             block.append(item)
@@ -482,14 +742,14 @@ class _TextRows:
             raise InputError(f"y= selects data rows {missing} that the file does not have")
         if block or start == 0:
             if not block:
-                raise FileFormatError("no spectra rows in file", self.tf.path)
+                raise FileFormatError("no spectra rows in file", self.tf.label)
             yield start, emit()
 
 
 def _load_text_columns(tf: _TextFile, x: Any, y: Any) -> Spectra:
     lines = list(tf.data_lines())
     if not lines:
-        raise FileFormatError("no data lines after the header", tf.path)
+        raise FileFormatError("no data lines after the header", tf.label)
     ref_line = lines[0][0]
     ncol = len(tf.split(lines[0][1]))
     header = tf.header_names
@@ -497,14 +757,17 @@ def _load_text_columns(tf: _TextFile, x: Any, y: Any) -> Spectra:
         raise FileFormatError(
             f"header has {len(header)} names but line {ref_line} has {ncol} columns "
             "(skip the line with skip_header=)",
-            tf.path,
+            tf.label,
             tf.header_line,
         )
     data = tf.parse(lines, ncol, ref_line)
     sel = _as_selection(y)
     ycols = None if sel is None else [_resolve_column(s, header, ncol, "y") for s in sel]
+    named_x = [j for j, h in enumerate(header or ()) if h.casefold() == "x"]
     if x is not None:
         xcol: int | None = _resolve_column(x, header, ncol, "x")
+    elif len(named_x) == 1 and ncol >= 2 and (ycols is None or named_x[0] not in ycols):
+        xcol = named_x[0]  # a column named x (NIST StRD: 'y  x')
     elif ncol >= 2 and (ycols is None or 0 not in ycols):
         xcol = 0
     else:
@@ -515,7 +778,7 @@ def _load_text_columns(tf: _TextFile, x: Any, y: Any) -> Spectra:
         raise InputError(f"no y columns left: the file has {ncol} column(s) and x is column {xcol}")
     xv = np.arange(data.shape[0], dtype=np.float64) if xcol is None else data[:, xcol]
     names = tuple(header[j] if header is not None else f"col{j}" for j in ycols)
-    return Spectra(xv, np.ascontiguousarray(data[:, ycols].T), names, tf.path)
+    return Spectra(xv, np.ascontiguousarray(data[:, ycols].T), names, tf.label)
 
 
 # --------------------------------------------------------------------------------------------
@@ -839,6 +1102,7 @@ def load_spectra(
     delimiter: str | None = None,
     skip_header: int | None = None,
     header: bool | None = None,
+    decimal: str = ".",
 ) -> Spectra:
     """Read all spectra of one file.
 
@@ -860,22 +1124,29 @@ def load_spectra(
         ``variable=``); default the first of ``'Y'``, ``'y'``, ``'spectra'``.
     layout : {'auto', 'columns', 'rows'}
         Text: ``'columns'`` (x column plus y columns) or ``'rows'`` (one spectrum per line);
-        ``'auto'`` means ``'columns'``.  Containers: a 2-D array holds one spectrum per row
-        (``'rows'``) or per column (``'columns'``, i.e. ``Y.T`` is used); ``'auto'`` picks the
-        orientation whose length matches ``x`` and otherwise ``'rows'``.  For ``.mat`` files
-        rows and columns are MATLAB's.
+        ``'auto'`` decides by content (see Notes).  Containers: a 2-D array holds one spectrum
+        per row (``'rows'``) or per column (``'columns'``, i.e. ``Y.T`` is used); ``'auto'``
+        picks the orientation whose length matches ``x`` and otherwise ``'rows'``.  For
+        ``.mat`` files rows and columns are MATLAB's.
     dataset, variable : str, optional
         Name of the spectra array in an HDF5 file (``dataset``; may contain ``/`` groups) or a
         ``.mat`` file (``variable``); either is accepted for any container.
     delimiter : str, optional
-        Text: the field separator.  Default: tab for ``.tsv``; otherwise ``,`` if the first
-        line contains one, else ``;`` if it contains one, else any run of whitespace.
+        Text: the field separator.  Default: detected, the one of ``,`` tab ``;`` and runs of
+        whitespace that finds the data earliest, then splits it into the most columns (tab for
+        ``.tsv``).
     skip_header : int, optional
-        Text: number of physical lines at the top of the file to ignore entirely (preambles
-        such as the 60 lines of a NIST StRD file).  Default 0.
+        Text: number of physical lines at the top of the file to ignore entirely.  Default:
+        the preamble is found by content (titles, comments, the 60 lines of a NIST StRD
+        file): the data start at the first run of numeric lines of equal width, and the line
+        above them names the columns when it has one name per column.
     header : bool, optional
-        Text: whether the first non-comment line after the skipped lines is a header of column
-        names.  Default: auto-detected (a header has a cell that is not a number).
+        Text: whether a line of column names precedes the data.  Default: auto-detected (it
+        has a cell that is not a number).  ``False`` reads from the first non-comment line.
+    decimal : {'.', ','}
+        Text: the decimal mark.  With ``','`` (``1,5``) the delimiter is ``;``, tab or
+        whitespace.  Quoted numbers with thousands separators (``"1,234.5"``, or
+        ``"1.234,5"`` with ``decimal=','``) are read either way.
 
     Returns
     -------
@@ -895,7 +1166,11 @@ def load_spectra(
 
     Notes
     -----
-    Text files: lines whose first non-blank character is ``#`` and blank lines are skipped;
+    Text files: ``path='-'`` reads standard input; a column named ``x`` is the default x;
+    ``layout='auto'`` reads one spectrum per line when the lines are long (at least 20 cells,
+    more than there are lines), unnamed, and the first column is not monotonic (with a warning
+    either way when lines outnumber cells); lines whose first non-blank character is ``#`` and
+    blank lines are skipped;
     a UTF-8 byte-order mark is ignored; cells may be quoted; ``nan``/``NaN``/empty cells become
     NaN (the fitting layer reports them).  ``.npy`` files are always read with
     ``allow_pickle=False``.  Options that do not apply to a format (``delimiter`` for an HDF5
@@ -924,6 +1199,7 @@ def load_spectra(
             delimiter=delimiter,
             skip_header=skip_header,
             header=header,
+            decimal=decimal,
         )
     )
     if len(k_chunks) == 1:
@@ -949,6 +1225,7 @@ def iter_spectra_chunks(
     delimiter: str | None = None,
     skip_header: int | None = None,
     header: bool | None = None,
+    decimal: str = ".",
 ) -> Iterator[tuple[int, Spectra]]:
     """Yield ``(start_index, chunk)`` pairs of at most ``chunk_size`` spectra each.
 
@@ -990,8 +1267,9 @@ def iter_spectra_chunks(
     _check_exists(spath)
     size = None if chunk_size is None else int(chunk_size)
     if fmt == "text":
-        tf = _TextFile(spath, delimiter, skip_header, header)
-        if _text_layout(layout) == "rows":
+        tf = _TextFile(spath, delimiter, skip_header, header, decimal)
+        lay, x = _text_layout(layout, tf, x, y)
+        if lay == "rows":
             return _TextRows(tf, x, y).chunks(size or 2**62)
         return _slice_spectra(_load_text_columns(tf, x, y), size)
     yname = _container_name(spath, y, dataset, variable)
@@ -1028,6 +1306,7 @@ def count_spectra(
     delimiter: str | None = None,
     skip_header: int | None = None,
     header: bool | None = None,
+    decimal: str = ".",
 ) -> int:
     """Number of spectra :func:`load_spectra` would return, read cheaply where possible.
 
@@ -1050,8 +1329,9 @@ def count_spectra(
     fmt = _format_of(spath)
     _check_exists(spath)
     if fmt == "text":
-        tf = _TextFile(spath, delimiter, skip_header, header)
-        if _text_layout(layout) == "rows":
+        tf = _TextFile(spath, delimiter, skip_header, header, decimal)
+        lay, x = _text_layout(layout, tf, x, y)
+        if lay == "rows":
             return _TextRows(tf, x, y).count()
         first = tf.first_data_line()
         ncol = len(tf.split(first[1]))
@@ -1061,6 +1341,10 @@ def count_spectra(
                 _resolve_column(s, tf.header_names, ncol, "y")
             return len(sel)
         has_x = x is not None or ncol >= 2
+        if x is None and tf.header_names is not None and ncol >= 2:
+            named = [h for h in tf.header_names if h.casefold() == "x"]
+            if len(named) == 1:
+                x = named[0]
         if x is not None:
             _resolve_column(x, tf.header_names, ncol, "x")
         return ncol - 1 if has_x else ncol

@@ -52,7 +52,9 @@ def plot_fit(
         residual panel underneath when ``residuals`` is true. With an ``ax`` the residuals are
         not drawn (there is no room for them).
     components : bool
-        Draw each Gaussian term (plus the baseline, if any) as a dashed line.
+        Draw each Gaussian term on top of the baseline (if any) as a filled band with a
+        dashed outline, in its own colour, above the total fit line so that a component that
+        coincides with the total stays visible; the baseline is dotted.
     residuals : bool
         Add a residual panel (``y - f(x)``) below the main axes (only without ``ax``).
     title : str, optional
@@ -77,8 +79,8 @@ def plot_fit(
     >>> x = np.linspace(0, 10, 201)
     >>> y = 3 * np.exp(-((x - 4) / 0.8) ** 2) + np.exp(-((x - 6.5) / 1.1) ** 2)
     >>> fig = peakfit.fit_gaussians(x, y, n=2).plot()
-    >>> len(fig.axes)
-    2
+    >>> len(fig.axes), len(fig.axes[0].collections)  # main and residual panels; 2 bands
+    (2, 2)
     """
     plt = _pyplot()
     x = np.asarray(result.x, dtype=float)
@@ -99,16 +101,20 @@ def plot_fit(
         ax_main, ax_res = ax, None
         fig = ax.figure
     ax_main.plot(xs, ys, ".", ms=3, color="0.45", label="data", zorder=1)
-    ax_main.plot(xf, result(xf), "-", color="C3", lw=2, label="fit", zorder=3)
+    ax_main.plot(xf, result(xf), "-", color="k", lw=1.2, label="fit", zorder=3)
     if components:
         has_baseline = result.model.baseline != "none"
         base = result.baseline_values(xf) if has_baseline else np.zeros_like(xf)
         for i in range(result.n):
+            colour = f"C{i % 10}"
             ci = result.component(i, xf) + base
-            ax_main.plot(xf, ci, "--", lw=1.2, zorder=2,
+            # each peak is a filled band over the baseline with its outline above the fit
+            # line, so it stays visible where it coincides with the total (NIST Gauss1)
+            ax_main.fill_between(xf, base, ci, color=colour, alpha=0.25, lw=0, zorder=2)
+            ax_main.plot(xf, ci, "--", color=colour, lw=1.5, zorder=4,
                          label=f"peak {i + 1}: b={result.b[i]:.4g}")
         if has_baseline:
-            ax_main.plot(xf, base, ":", color="k", lw=1.2, label="baseline", zorder=2)
+            ax_main.plot(xf, base, ":", color="0.2", lw=1.5, label="baseline", zorder=4)
     ax_main.set_ylabel("y")
     ax_main.legend(fontsize="small", loc="best")
     if title is None:

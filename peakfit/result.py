@@ -399,6 +399,13 @@ class GaussianFit:
         return self.a * self.c * math.sqrt(math.pi)
 
     @property
+    def peaks(self) -> Any:
+        """The :class:`~peakfit.peaks.PeakTable`: centre, height, sigma, FWHM, area ± se."""
+        from .peaks import peak_table
+
+        return peak_table(self)
+
+    @property
     def baseline(self) -> dict[str, float]:
         """Baseline coefficients by name (empty without a baseline)."""
         k = 3 * self.n

@@ -9,8 +9,10 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 
 import peakfit  # noqa: E402
+from peakfit.io import load_spectra  # noqa: E402
 from peakfit.plot import plot_batch_summary, plot_fit  # noqa: E402
 
 X = np.linspace(0, 20, 300)
@@ -95,3 +97,76 @@ def test_missing_matplotlib_message(monkeypatch):
     r = peakfit.fit_gaussians(X, np.exp(-((X - 5) / 2) ** 2), 1)
     with pytest.raises(ImportError, match=r'pip install "peakfit\[plot\]"'):
         r.plot()
+
+
+# ------------------------------------------------------------------ issue #14: NIST Gauss1
+
+
+@pytest.fixture(scope="module")
+def gauss1(shared_data):
+    s = load_spectra(shared_data / "nist_strd" / "Gauss1.dat")
+    return peakfit.fit_gaussians(s.x, s.Y[0], 2, baseline="exponential")
+
+
+def _lines(ax, prefix):
+    return [ln for ln in ax.get_lines() if str(ln.get_label()).startswith(prefix)]
+
+
+def test_components_are_drawn_above_the_fit_with_their_bands(gauss1):
+    fig = gauss1.plot()
+    try:
+        ax, ax_res = fig.axes
+        (fit,) = _lines(ax, "fit")
+        peaks = _lines(ax, "peak")
+        (base,) = _lines(ax, "baseline")
+        assert len(peaks) == 2 and len(ax.collections) == 2  # a line and a band per peak
+        xf = fit.get_xdata()
+        b = gauss1.baseline_values(xf)
+        for i, ln in enumerate(peaks):
+            assert ln.get_zorder() > fit.get_zorder()
+            np.testing.assert_allclose(ln.get_ydata(), gauss1.component(i, xf) + b, rtol=1e-12)
+            assert to_rgb(ln.get_color()) != to_rgb(fit.get_color())
+        assert base.get_zorder() > fit.get_zorder()
+        np.testing.assert_allclose(base.get_ydata(), b, rtol=1e-12)
+        # residual panel: y - f at the data, exactly
+        (res,) = [ln for ln in ax_res.get_lines() if ln.get_linestyle() == "None"]
+        order = np.argsort(gauss1.x)
+        np.testing.assert_array_equal(res.get_ydata(),
+                                      gauss1.y[order] - gauss1(gauss1.x[order]))
+    finally:
+        plt.close(fig)
+
+
+def test_component_colour_shows_at_each_peak_top(gauss1):
+    """Rendered pixels: at the top of each peak, where component and fit coincide, the
+    component's colour is what is seen (before the fix, the fit line covered it)."""
+    fig = gauss1.plot()
+    try:
+        fig.canvas.draw()
+        img = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].astype(float) / 255
+        ax = fig.axes[0]
+        h = img.shape[0]
+        for i, ln in enumerate(_lines(ax, "peak")):
+            xd, yd = ln.get_xdata(), ln.get_ydata()
+            j = int(np.argmax(yd))
+            px, py = ax.transData.transform((xd[j], yd[j]))
+            row, col = round(float(h - py)), round(float(px))
+            patch = img[row - 2 : row + 3, col - 4 : col + 5].reshape(-1, 3)
+            want = np.array(to_rgb(ln.get_color()))
+            dist = np.linalg.norm(patch - want, axis=1)
+            assert dist.min() < 0.15, f"peak {i + 1} colour not visible at its top"
+    finally:
+        plt.close(fig)
+
+
+def test_into_given_axes_has_no_residual_panel(gauss1):
+    fig, ax = plt.subplots()
+    try:
+        assert gauss1.plot(ax=ax) is fig and len(fig.axes) == 1
+        assert len(_lines(ax, "peak")) == 2
+        fig2 = gauss1.plot(components=False, residuals=False)
+        assert len(fig2.axes) == 1 and not _lines(fig2.axes[0], "peak")
+        assert not fig2.axes[0].collections
+        plt.close(fig2)
+    finally:
+        plt.close(fig)
