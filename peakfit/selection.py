@@ -32,6 +32,7 @@ from scipy import stats
 
 from .errors import FitWarning, InputError
 from .models import FWHM_PER_C, GaussianModel
+from .result import FitState
 
 __all__ = [
     "CRITERIA",
@@ -352,11 +353,14 @@ def fit_auto(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FitWarning)  # overfitted candidates warn by design
             try:
-                fits.append(fit_gaussians(x, y, k, baseline=baseline, **kwargs))
+                f = fit_gaussians(x, y, k, baseline=baseline, **kwargs)
             except InputError as exc:
                 if not fits or "not enough data" not in str(exc):
                     raise
-                break  # excluded or missing points leave too few for larger n
+                break  # too few points for larger n
+        if fits and f.state is FitState.INSUFFICIENT_DATA:
+            break  # excluded, missing or zero-weight points leave too few for larger n
+        fits.append(f)
     ns = ns[: len(fits)]
     sse = np.array([[f.gof.sse for f in fits]])
     m = np.array([[f.output.numobs for f in fits]])
