@@ -102,7 +102,7 @@ ERROR_CASES = {
     "n = 10**9 (batch of chunks)": (lambda: batch(X, iter([Y1[None], Y1[None]]), 10**9),
                                     "not enough data"),
     "n = 0": (lambda: single(X, Y1, 0), "n must be >= 1"),
-    "n a string": (lambda: batch(X, Y1[None], "3"), "n must be an integer"),
+    "n a string": (lambda: batch(X, Y1[None], "3"), "n must be a positive int"),
     "MaxIter None": (lambda: single(X, Y1, MaxIter=None), "MaxIter (max_iter)"),
     "TolFun text": (lambda: single(X, Y1, TolFun="small"), "TolFun (tol_fun) must be a number"),
     "tol_x text (batch)": (lambda: batch(X, Y1[None], tol_x="x"), "TolX (tol_x)"),
