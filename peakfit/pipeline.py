@@ -408,10 +408,11 @@ def _summarise(backend: Backend, spec: Spec, scal: Scaling, res: Any, ps: Any, p
     held = res.held
     lo_d, hi_d = xp.asarray(spec.lo), xp.asarray(spec.hi)
     # snap to the bounds that the scaling round-trip moved by an ulp
-    with np.errstate(invalid="ignore"):
-        for b in (lo_d, hi_d):
-            near = xp.isfinite(b) & (xp.abs(p - b) <= 1e-12 * xp.maximum(1, xp.abs(b)))
-            p = xp.where(held & near, b, p)
+    if bool(held.any()):
+        with np.errstate(invalid="ignore"):
+            for b in (lo_d, hi_d):
+                near = xp.isfinite(b) & (xp.abs(p - b) <= 1e-12 * xp.maximum(1, xp.abs(b)))
+                p = xp.where(held & near, b, p)
     sy = scal.sy[:, 0]
     flag = res.exitflag
     out = {
