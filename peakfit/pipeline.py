@@ -415,6 +415,8 @@ def _summarise(backend: Backend, spec: Spec, scal: Scaling, res: Any, ps: Any, p
                 p = xp.where(held & near, b, p)
     sy = scal.sy[:, 0]
     flag = res.exitflag
+    # a solution that overflows in the data's units (y near 1e300) is not a converged fit
+    flag = xp.where((flag > 0) & ~xp.all(xp.isfinite(p), axis=1), -1, flag)
     out = {
         "p": h(p), "start": h(p0), "held": h(held), "state": h(states_from_exitflags(xp, flag)),
         "firstorderopt": h(res.firstorderopt.astype(xp.float64) * sy),

@@ -760,6 +760,9 @@ def build_fit_result(
         if st is FitState.CONSTANT_DATA:
             message = (f"Not fitted: the data are constant (all y = {ys[0]:g}), so the peak "
                        "coefficients are not identifiable.")
+        elif st is FitState.NONFINITE_MODEL and not np.all(np.isfinite(p)):
+            message = ("The solution is not finite in the data's units (a coefficient "
+                       "overflows when the internal scaling is undone); rescale x or y.")
     inv = np.empty_like(order)
     inv[order] = np.arange(order.size)
     output = FitOutput(
