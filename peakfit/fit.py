@@ -137,10 +137,13 @@ def fit_gaussians(
         fit_options = {**fit_options, "StartPoint": start}
         start = "auto"
     opts = resolve_options(model, options, fit_options)
-    xk, yk, wk, normalization = _usable_points(xa, ya, opts, nan_policy)
+    xk, yk, wk, normalization, gaps = _usable_points(xa, ya, opts, nan_policy)
     order = np.argsort(xk, kind="stable")
     xs, ys = xk[order], yk[order]
     ws = None if wk is None else wk[order]
+    # the pipeline's row: the points used, or with missing y (NaN) left in place, so that the
+    # fit is the one fit_gaussians_batch computes for the same row (nan_policy='omit')
+    xr, yr, wr = (xs, ys, ws) if gaps is None else gaps
 
     callback = None
     if opts.display == "iter":
@@ -153,7 +156,7 @@ def fit_gaussians(
                      start_kwargs={"smooth": smooth, "downsample": downsample,
                                    "n_trials": n_trials}, summary=False, stacklevel=3)
     backend = select_backend("cpu")
-    res = fit_block(backend, spec, xs, ys[None, :], ws)
+    res = fit_block(backend, spec, xr, yr[None, :], wr)
     p, held, p0 = res["p"][0], res["held"][0], res["start"][0]
     state = int(res["state"][0])
     iterations, nfev = int(res["iterations"][0]), int(res["funcCount"][0])
@@ -210,8 +213,13 @@ def check_enough_points(model: GaussianModel, m: int, what: str = "the data") ->
 
 def _usable_points(
     xa: np.ndarray, ya: np.ndarray, opts: FitOptions, nan_policy: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[float, float] | None]:
-    """The validate stage of one spectrum: Exclude, Weights, non-finite points, Normalize."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[float, float] | None, Any]:
+    """The validate stage of one spectrum: Exclude, Weights, non-finite points, Normalize.
+
+    Returns the points used (``x, y, w``, normalised x), the normalisation, and, when some y
+    are missing (non-finite, ``nan_policy='omit'``), the sorted row with those y as NaN
+    (``x, y, w``) for the pipeline; else None.
+    """
     m = xa.size
     keep = np.ones(m, dtype=bool)
     if opts.exclude is not None:
@@ -232,10 +240,11 @@ def _usable_points(
     if policy == "raise":
         check_finite("x", xa[keep])
         check_finite("y", ya[keep])
-    keep &= np.isfinite(xa) & np.isfinite(ya)
-    kept = np.flatnonzero(keep)
-    xk, yk = xa[kept], ya[kept]
-    wk = None if opts.weights is None else opts.weights[kept]
+    keep &= np.isfinite(xa)
+    y_ok = np.isfinite(ya)
+    used = np.flatnonzero(keep & y_ok)
+    xk, yk = xa[used], ya[used]
+    wk = None if opts.weights is None else opts.weights[used]
     normalization = None
     if opts.normalize:
         mu = float(np.mean(xk)) if xk.size else 0.0
@@ -244,4 +253,11 @@ def _usable_points(
             raise InputError("cannot normalize: x is constant (standard deviation 0)")
         normalization = (mu, sd)
         xk = (xk - mu) / sd
-    return xk, yk, wk, normalization
+    gaps = None
+    if not y_ok[keep].all():
+        rows = np.flatnonzero(keep)
+        xg = xa[rows] if normalization is None else (xa[rows] - mu) / sd
+        o = np.argsort(xg, kind="stable")
+        yg = np.where(y_ok[rows], ya[rows], np.nan)[o]
+        gaps = (xg[o], yg, None if opts.weights is None else opts.weights[rows][o])
+    return xk, yk, wk, normalization, gaps
