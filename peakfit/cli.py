@@ -31,6 +31,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -106,6 +107,16 @@ _positive_int = _int_at_least(1, "a positive integer")
 _nonneg_int = _int_at_least(0, "an integer >= 0")
 
 
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v >= 0 or not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return v
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -113,6 +124,23 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not v > 0 or not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+_DPI_RANGE = (10, 1200)
+
+
+def _dpi(text: str) -> int:
+    """``--dpi``: an integer in ``_DPI_RANGE`` (a 10 000 dpi figure would need gigabytes)."""
+    lo, hi = _DPI_RANGE
+    try:
+        v = int(text)
+    except ValueError:
+        v = lo - 1
+    if not lo <= v <= hi:
+        raise argparse.ArgumentTypeError(
+            f"expected a resolution from {lo} to {hi} dots per inch, got {text!r}"
+        )
     return v
 
 
@@ -268,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=_positive_int, default=1000, metavar="K",
                    help="spectra read, fitted and committed at a time (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--restart", action="store_true",
+                   help="start a new table: move an existing OUT aside to OUT's name with "
+                        ".old-N before the extension (nothing is deleted)")
+    p.add_argument("--wait", type=_nonneg_float, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS for another peakfit writing OUT to finish "
+                        "(default 0: stop at once with an error)")
     _add_format(p, "of the summary line")
 
     p = sub.add_parser("plot", help="plot data, fit, components and residuals to an image",
@@ -284,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-components", action="store_true", help="do not draw each peak")
     p.add_argument("--no-residuals", action="store_true", help="no residual panel")
     p.add_argument("--title", help="figure title")
-    p.add_argument("--dpi", type=_positive_int, default=120)
+    p.add_argument("--dpi", type=_dpi, default=120,
+                   help=f"image resolution, {_DPI_RANGE[0]} to {_DPI_RANGE[1]} (default 120)")
 
     p = sub.add_parser("compare-matlab", help="compare with a MATLAB gaussN result",
                        description="Fit FILE the MATLAB way (gaussnstart, MATLAB term order) and "
@@ -550,6 +585,7 @@ def _cmd_plot(args: argparse.Namespace, out: TextIO) -> int:
     from .fit import fit_gaussians
     from .plot import plot_fit
 
+    _check_image_path(args.out, args.file)
     s = _load(args.file, args)
     (i,) = _select(s, args.index)
     r = fit_gaussians(s.x_of(i), s.Y[i], args.n, **_fit_kwargs(args))
@@ -565,6 +601,26 @@ def _cmd_plot(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"wrote {args.out} (spectrum {i} of {s.source}; means "
               f"{_fmt_means(r.means)}; SSE {r.gof.sse:.6g})\n")
     return EXIT_OK if r.converged else EXIT_FIT_PROBLEM
+
+
+def _check_image_path(out: str, data: str) -> None:
+    """``plot -o``: a file in an existing, writable folder, and not the data file."""
+    if os.path.isdir(out):
+        raise _UsageError(f"cannot write {out}: it is a directory; give -o an image file name "
+                          f"such as {os.path.join(out, 'fit.png')}")
+    if os.path.exists(out) and os.path.exists(data) and os.path.samefile(out, data):
+        raise _UsageError(f"cannot write {out}: it is the data file; give -o an image file "
+                          "name such as fit.png")
+    folder = os.path.dirname(os.path.abspath(out))
+    ancestor = folder
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise _UsageError(f"cannot write {out}: {ancestor} is a file, not a folder")
+    if ancestor != folder:
+        raise _UsageError(f"cannot write {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise _UsageError(f"cannot write {out}: the folder {folder} is read-only")
 
 
 # --------------------------------------------------------------------------------------------
@@ -686,14 +742,30 @@ def _chunk_table(source: str, start: int, spectra: Any, rows: np.ndarray,
     return out
 
 
+def _batch_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What a batch table records and a resume must repeat: the model, solver and reading."""
+    settings = {"n": args.n, "baseline": args.baseline, "start": args.start,
+                "tol_fun": args.tol_fun, "tol_x": args.tol_x, "max_iter": args.max_iter,
+                "dtype": args.dtype, **_read_opts(args)}
+    if args.n == "auto":
+        settings.update(criterion=args.criterion, n_max=args.n_max)
+    return settings
+
+
 def _cmd_batch(args: argparse.Namespace, out: TextIO) -> int:
-    from .io import ResultWriter, count_spectra, iter_spectra_chunks, read_table
+    from .io import count_spectra, iter_spectra_chunks
+    from .tables import ResultWriter, _check_inputs_are_not_output, _table_format, read_table
 
     read_opts = _read_opts(args)
     paths = _expand_inputs(args.inputs, args.out)
+    _check_inputs_are_not_output(paths, args.out, _table_format(args.out))
     counts = {p: count_spectra(p, **read_opts) for p in paths}  # input errors before any work
     total = sum(counts.values())
-    writer = ResultWriter(args.out)
+    writer = ResultWriter(args.out, settings=_batch_settings(args), inputs=paths,
+                          restart=args.restart, timeout=args.wait)
+    if writer.moved_to is not None:
+        print(f"peakfit: --restart: moved the previous {args.out} aside to {writer.moved_to}",
+              file=sys.stderr)
     committed = fitted = 0
     failed_now = 0
     progress = None
@@ -905,7 +977,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _cli_warnings(), np.errstate(all="ignore"):
             return _COMMANDS[args.command](args, out)
-    except (PeakfitError, _UsageError) as exc:
+    except PeakfitError as exc:
+        msg = str(exc)
+        path = str(getattr(exc, "path", None) or "")
+        keep = len(path) if path and msg.startswith(path) else 0  # a file name stays as it is
+        _error(msg[:keep] + _cli_message(msg[keep:]))
+        return EXIT_USAGE
+    except _UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE
     except ImportError as exc:
@@ -920,6 +998,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED
+
+
+# Python keyword -> command-line flag, for messages of the library seen through the CLI.
+_FLAGS = {
+    "n": "-n", "baseline": "--baseline", "start": "--start", "tol_fun": "--tol-fun",
+    "tol_x": "--tol-x", "max_iter": "--max-iter", "TolFun": "--tol-fun", "TolX": "--tol-x",
+    "MaxIter": "--max-iter", "dtype": "--dtype", "device": "--device", "x": "--x", "y": "--y",
+    "layout": "--layout", "dataset": "--dataset", "variable": "--dataset",
+    "delimiter": "--delimiter", "skip_header": "--skip-header", "smooth": "--smooth",
+    "downsample": "--downsample", "nan_policy": "--nan-policy", "chunk_size": "--chunk-size",
+    "level": "--level", "index": "--index", "restart": "--restart",
+    "criterion": "--criterion", "n_max": "--n-max",
+}
+_NAMES = "|".join(sorted(map(re.escape, _FLAGS), key=len, reverse=True))
+_KW_VALUE = re.compile(rf"(?<![\w\-./\\])({_NAMES})=('[^'\s]*'|\"[^\"\s]*\"|[^\s,;:)]+)?")
+_KW_SUBJECT = re.compile(
+    rf"(?<![\w\-./\\'\"])([a-z]+_[a-z_]+|(?:(?<=^)|(?<=: ))(?:{_NAMES}))(?= (?:must|is|has)\b)"
+)
+
+
+def _cli_message(message: str) -> str:
+    """A library message in the command line's words: ``skip_header=`` becomes ``--skip-header``.
+
+    Examples
+    --------
+    >>> _cli_message("skip_header must be an int >= 0 or None; got -1")
+    '--skip-header must be an int >= 0; got -1'
+    >>> _cli_message("a.csv, spectrum 0: downsample must be a positive integer factor")
+    'a.csv, spectrum 0: --downsample must be a positive integer factor'
+    >>> _cli_message("with layout='rows', y= must be data row indices")
+    'with --layout rows, --y must be data row indices'
+    >>> _cli_message("n=3 now, n=2 in the table. pass restart=True to start over")
+    '-n 3 now, -n 2 in the table. pass --restart to start over'
+    """
+
+    def keyword(m: re.Match[str]) -> str:
+        flag, value = _FLAGS[m[1]], m[2]
+        if value is None:
+            return flag
+        if m[1] == "restart" and value == "True":
+            return flag
+        if value == "None":
+            return f"{flag} (not given)"
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        return f"{flag} {value}"
+
+    def subject(m: re.Match[str]) -> str:
+        return _FLAGS.get(m[1], m[1])
+
+    out = _KW_VALUE.sub(keyword, message)
+    out = _KW_SUBJECT.sub(subject, out)
+    out = re.sub(r" or None(?=[;:,.)]|$)", "", out)
+    return out.replace("write to a new path", "write to a new path (-o)").replace(
+        "Choose a new output path", "Choose a new output path (-o)")
 
 
 def _error(message: str) -> None:

@@ -24,9 +24,9 @@ not exist raises :class:`MissingFileError`, which is both a ``FileFormatError`` 
 
 Writers
 -------
-:class:`ResultWriter` appends result rows chunk by chunk to CSV, Parquet (a directory of part
-files) or HDF5, so that a batch job killed at any moment can be restarted and will write every
-``(source, index)`` row exactly once.  :func:`read_table` reads such a table back.
+:class:`ResultWriter` and :func:`read_table` live in :mod:`peakfit.tables` (result tables that
+record what made them, are locked while written and resume a killed job exactly); they are
+re-exported here.
 
 h5py, pyarrow and pandas are optional (``pip install "peakfit[io]"``); they are imported only by
 the code paths that need them.
@@ -44,7 +44,7 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +52,7 @@ from typing import Any, Literal
 import numpy as np
 
 from peakfit.errors import FileFormatError, InputError
+from peakfit.tables import ResultWriter, read_table
 
 __all__ = [
     "MissingFileError",
@@ -944,12 +945,11 @@ def _open_arrays(
     if fmt == "npy":
         if x is not None or yname is not None:
             raise InputError(".npy files hold one array: x=, y=, dataset=, variable= do not apply")
+        _check_signature(path, (_NPY_SIGNATURE,), ".npy", "a NumPy array header")
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as exc:
-            raise FileFormatError(f"cannot read .npy: {exc}", path) from exc
-        except OSError as exc:
-            raise FileFormatError(f"not a valid .npy file: {exc}", path) from exc
+        except (ValueError, OSError, EOFError) as exc:
+            raise _numpy_error(exc, ".npy", path) from exc
         if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load always returns ndarray
             raise FileFormatError("not a .npy array", path)
         if arr.dtype.kind not in "biuf":
@@ -957,10 +957,11 @@ def _open_arrays(
         yield _ArraySpectra(_Stored("y", arr.shape, arr.__getitem__, path), None, layout, path)
         return
     if fmt == "npz":
+        _check_signature(path, _ZIP_SIGNATURES, ".npz", "a zip archive of .npy arrays")
         try:
             npz = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise FileFormatError(f"not a valid .npz file: {exc}", path) from exc
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise _numpy_error(exc, ".npz", path) from exc
         with npz:
             keys = list(npz.files)
             yn = _pick(keys, yname, _Y_DEFAULTS, "spectra", path, "array")
@@ -972,8 +973,13 @@ def _open_arrays(
             try:
                 Yarr = npz[yn]
                 xarr = None if xn is None else npz[xn]
-            except ValueError as exc:
-                raise FileFormatError(f"cannot read array: {exc}", path) from exc
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise _numpy_error(exc, ".npz", path) from exc
+            for name, arr in ((yn, Yarr), (xn, xarr)):
+                if arr is not None and not isinstance(arr, np.ndarray):
+                    raise FileFormatError(
+                        f"not a valid .npz file: its member {name!r} is not a .npy array", path
+                    )
             ystore = _Stored(yn, Yarr.shape, Yarr.__getitem__, path)
             xstore = None if xarr is None else _Stored(xn, xarr.shape, xarr.__getitem__, path)
             yield _ArraySpectra(ystore, xstore, layout, path)
@@ -1047,6 +1053,33 @@ def _open_arrays(
         yield _ArraySpectra(ystore, xstore, layout, path)
         return
     raise AssertionError(fmt)  # pragma: no cover
+
+
+_NPY_SIGNATURE = b"\x93NUMPY"
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _check_signature(path: str, signatures: Sequence[bytes], ext: str, what: str) -> None:
+    """A FileFormatError unless the file starts with one of ``signatures``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(max(len(sig) for sig in signatures))
+    except OSError as exc:
+        raise FileFormatError(f"cannot open: {exc.strerror or exc}", path) from exc
+    if not any(head.startswith(sig) for sig in signatures):
+        raise FileFormatError(f"not a valid {ext} file (it does not start with {what})", path)
+
+
+def _numpy_error(exc: BaseException, ext: str, path: str) -> FileFormatError:
+    """NumPy's load error in our words; never an invitation to unpickle (allow_pickle)."""
+    text = str(exc)
+    if "pickle" in text.lower() or "object" in text.lower():
+        return FileFormatError(
+            f"not a valid {ext} file of numbers: it holds Python objects (pickled data), which "
+            "peakfit never loads; save the spectra as a numeric array",
+            path,
+        )
+    return FileFormatError(f"not a valid {ext} file (damaged header or data: {text})", path)
 
 
 def _is_hdf5(path: str) -> bool:
@@ -1351,651 +1384,3 @@ def count_spectra(
     yname = _container_name(spath, y, dataset, variable)
     with _open_arrays(spath, fmt, x, yname, layout) as arrays:
         return arrays.k
-
-
-# --------------------------------------------------------------------------------------------
-# Result tables
-# --------------------------------------------------------------------------------------------
-
-_TABLE_FORMATS = {
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".h5": "hdf5",
-    ".hdf5": "hdf5",
-}
-_COMMIT_ATTR = "peakfit_committed_rows"
-_COLUMNS_ATTR = "peakfit_columns"
-_TMP_PREFIX = ".tmp-"
-
-
-def _table_format(path: str) -> str:
-    ext = Path(path).suffix.lower()
-    fmt = _TABLE_FORMATS.get(ext)
-    if fmt is None:
-        raise InputError(
-            f"result table {path}: unknown extension {ext or '(none)'!r}; use .csv, .parquet, "
-            ".pq, .h5 or .hdf5"
-        )
-    return fmt
-
-
-def _kind_of(values: np.ndarray) -> str:
-    k = values.dtype.kind
-    if k == "b":
-        return "bool"
-    if k in "iu":
-        return "int"
-    if k == "f":
-        return "float"
-    if k in "USO":
-        return "str"
-    raise InputError(f"unsupported column dtype {values.dtype}")
-
-
-def _coerce(values: Any, kind: str, name: str) -> np.ndarray:
-    if kind == "str":
-        out = [v.decode() if isinstance(v, bytes) else str(v) for v in list(values)]
-        for v in out:
-            if "\n" in v or "\r" in v:
-                raise InputError(f"column {name!r}: strings must not contain line breaks: {v!r}")
-        return np.array(out, dtype=object)
-    arr = np.asarray(values)
-    have = _kind_of(arr) if arr.size else kind
-    if (
-        have == kind
-        or (kind == "float" and have in ("int", "bool"))
-        or (kind == "int" and have == "bool")
-    ):
-        return arr.astype({"bool": np.bool_, "int": np.int64, "float": np.float64}[kind])
-    raise InputError(f"column {name!r} holds {kind} values; this chunk has {have} ({arr.dtype})")
-
-
-class _CsvBackend:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.columns: list[str] | None = None
-        self.keys: list[tuple[str, int]] = []
-        self._fh: Any = None
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            self._recover()
-
-    def _recover(self) -> None:
-        """Drop a partial trailing line, then read the header and committed keys."""
-        with open(self.path, "rb+") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            pos = size
-            keep = 0
-            while pos > 0:
-                step = min(65536, pos)
-                pos -= step
-                fh.seek(pos)
-                buf = fh.read(step)
-                nl = buf.rfind(b"\n")
-                if nl >= 0:
-                    keep = pos + nl + 1
-                    break
-            if keep != size:
-                fh.truncate(keep)
-                fh.flush()
-                os.fsync(fh.fileno())
-        if keep == 0:
-            return
-        with open(self.path, encoding="utf-8", newline="") as fh:
-            reader = csv.reader(fh)
-            head = next(reader)
-            self.columns = head
-            for req in ("source", "index"):
-                if req not in head:
-                    raise InputError(f"result table {self.path} has no {req!r} column: {head}")
-            si, ii = head.index("source"), head.index("index")
-            for row in reader:
-                if len(row) != len(head):
-                    raise FileFormatError(
-                        f"row has {len(row)} fields, header has {len(head)}",
-                        self.path,
-                        reader.line_num,
-                    )
-                try:
-                    self.keys.append((row[si], int(row[ii])))
-                except ValueError as exc:
-                    raise FileFormatError(
-                        f"index {row[ii]!r} is not an integer",
-                        self.path,
-                        reader.line_num,
-                        ii + 1,
-                    ) from exc
-
-    def kinds(self) -> dict[str, str] | None:
-        return None
-
-    def append(
-        self, columns: list[str], data: dict[str, np.ndarray], kinds: dict[str, str]
-    ) -> None:
-        buf = _stdio.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        if self.columns is None:
-            w.writerow(columns)
-        n = len(data["index"])
-        fmt: list[Callable[[Any], str]] = []
-        for c in columns:
-            fmt.append({"float": _fmt_float, "int": str, "bool": str, "str": str}[kinds[c]])
-        cols = [data[c].tolist() for c in columns]
-        for r in range(n):
-            w.writerow([f(col[r]) for f, col in zip(fmt, cols)])
-        payload = buf.getvalue().encode("utf-8")
-        if self._fh is None:
-            self._fh = open(self.path, "ab")  # kept open between chunks
-        self._fh.write(payload)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self.columns = list(columns)
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
-def _fmt_float(v: float) -> str:
-    return repr(float(v))
-
-
-class _ParquetBackend:
-    def __init__(self, path: str) -> None:
-        self.pa = _require("pyarrow", "writing Parquet result tables")
-        self.pq = importlib.import_module("pyarrow.parquet")
-        self.path = path
-        self.columns: list[str] | None = None
-        self.keys: list[tuple[str, int]] = []
-        self._kinds: dict[str, str] | None = None
-        if os.path.isfile(path):
-            raise InputError(
-                f"result table {path} exists as a file; ResultWriter writes Parquet as a "
-                "directory of part files (choose another name)"
-            )
-        os.makedirs(path, exist_ok=True)
-        for name in os.listdir(path):
-            if name.startswith(_TMP_PREFIX):
-                os.remove(os.path.join(path, name))
-        self.parts = _parquet_parts(path)
-        if self.parts:
-            schema = self.pq.read_schema(self.parts[0])
-            self.columns = list(schema.names)
-            self._kinds = {f.name: _arrow_kind(self.pa, f.type) for f in schema}
-            for part in self.parts:
-                t = self.pq.read_table(part, columns=["source", "index"])
-                self.keys.extend(zip(t.column("source").to_pylist(), t.column("index").to_pylist()))
-
-    def kinds(self) -> dict[str, str] | None:
-        return self._kinds
-
-    def append(
-        self, columns: list[str], data: dict[str, np.ndarray], kinds: dict[str, str]
-    ) -> None:
-        pa = self.pa
-        types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
-        arrays = [
-            pa.array(data[c].tolist() if kinds[c] == "str" else data[c], type=types[kinds[c]])
-            for c in columns
-        ]
-        table = pa.Table.from_arrays(arrays, names=columns)
-        number = 0
-        if self.parts:
-            number = int(re.findall(r"\d+", os.path.basename(self.parts[-1]))[-1]) + 1
-        final = os.path.join(self.path, f"part-{number:06d}.parquet")
-        tmp = os.path.join(self.path, f"{_TMP_PREFIX}part-{number:06d}.parquet")
-        self.pq.write_table(table, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.path)
-        self.parts.append(final)
-        self.columns = list(columns)
-        self._kinds = dict(kinds)
-
-    def close(self) -> None:
-        pass
-
-
-def _parquet_parts(path: str) -> list[str]:
-    return sorted(
-        os.path.join(path, n)
-        for n in os.listdir(path)
-        if n.endswith(".parquet") and not n.startswith((".", "_"))
-    )
-
-
-def _arrow_kind(pa: Any, t: Any) -> str:
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_integer(t):
-        return "int"
-    if pa.types.is_floating(t):
-        return "float"
-    return "str"
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-class _Hdf5Backend:
-    def __init__(self, path: str) -> None:
-        self.h5py = _require("h5py", "writing HDF5 result tables")
-        self.path = path
-        self.columns: list[str] | None = None
-        self.keys: list[tuple[str, int]] = []
-        self._kinds: dict[str, str] | None = None
-        self.n = 0
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            self._recover()
-        else:
-            self.h5py.File(path, "w").close()  # fails early when the path cannot be written
-
-    def _recover(self) -> None:
-        try:
-            fh = self.h5py.File(self.path, "a")
-        except OSError as exc:
-            raise InputError(
-                f"result table {self.path} is not a readable HDF5 file: {exc}"
-            ) from exc
-        with fh:
-            if _COLUMNS_ATTR not in fh.attrs:
-                if len(fh.keys()):
-                    raise InputError(
-                        f"result table {self.path} is an HDF5 file not written by ResultWriter"
-                    )
-                return
-            cols = [str(c) for c in fh.attrs[_COLUMNS_ATTR]]
-            n = int(fh.attrs.get(_COMMIT_ATTR, 0))
-            for c in cols:
-                if fh[c].shape[0] != n:  # rows of an uncommitted chunk
-                    fh[c].resize((n,))
-            fh.flush()
-            self.columns = cols
-            self._kinds = {c: _h5_kind(fh[c]) for c in cols}
-            self.n = n
-            src = fh["source"].asstr()[:n]
-            idx = fh["index"][:n]
-            self.keys = list(zip([str(s) for s in src], idx.tolist()))
-
-    def kinds(self) -> dict[str, str] | None:
-        return self._kinds
-
-    def append(
-        self, columns: list[str], data: dict[str, np.ndarray], kinds: dict[str, str]
-    ) -> None:
-        h5py = self.h5py
-        n_new = len(data["index"])
-        with h5py.File(self.path, "a") as fh:
-            if _COLUMNS_ATTR not in fh.attrs:
-                for c in columns:
-                    dtype = {
-                        "str": h5py.string_dtype("utf-8"),
-                        "int": np.int64,
-                        "float": np.float64,
-                        "bool": np.bool_,
-                    }[kinds[c]]
-                    fh.create_dataset(c, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
-                fh.attrs[_COMMIT_ATTR] = 0
-                fh.attrs[_COLUMNS_ATTR] = np.array(columns, dtype=h5py.string_dtype("utf-8"))
-                fh.flush()
-            n = int(fh.attrs[_COMMIT_ATTR])
-            for c in columns:
-                ds = fh[c]
-                ds.resize((n + n_new,))
-                ds[n:] = data[c]
-            fh.flush()
-            fh.attrs[_COMMIT_ATTR] = n + n_new  # the commit point: written last
-            fh.flush()
-        self.n = n + n_new
-        self.columns = list(columns)
-        self._kinds = dict(kinds)
-
-    def close(self) -> None:
-        pass
-
-
-def _h5_kind(ds: Any) -> str:
-    k = ds.dtype.kind
-    if k == "b":
-        return "bool"
-    if k in "iu":
-        return "int"
-    if k == "f":
-        return "float"
-    return "str"
-
-
-class ResultWriter:
-    """Append result rows chunk by chunk; resume a killed run without duplicating rows.
-
-    The format follows the extension: ``.csv``; ``.parquet``/``.pq`` (a *directory* of part
-    files ``part-000000.parquet``, ...; needs pyarrow); ``.h5``/``.hdf5`` (one 1-D dataset per
-    column; needs h5py).  Every row is keyed by the required columns ``source`` (str) and
-    ``index`` (int).  Opening an existing table resumes it: :meth:`done_keys` tells which rows
-    are already committed and :meth:`write_chunk` drops rows whose key is already there, so
-    re-running a whole job after a crash writes every row exactly once.
-
-    Commit guarantees
-    -----------------
-    - CSV: each chunk is formatted completely, written with one ``write``, flushed and
-      ``fsync``-ed.  On open, a partial trailing line (a write cut off by a kill) is truncated.
-      A kill in the middle of a large chunk can leave its first complete rows; those rows are
-      then reported by :meth:`done_keys` and skipped when the chunk is written again, so every
-      row still ends up exactly once.
-    - Parquet: each chunk is written to a hidden temporary file, fsync-ed and renamed to its
-      final name with ``os.replace`` (atomic): a chunk is there entirely or not at all.
-      Leftover temporary files are removed on open.
-    - HDF5: the file is opened only while a chunk is written; the datasets are extended and
-      filled first and the attribute ``peakfit_committed_rows`` is updated last.  On open, rows
-      beyond that counter are discarded.  HDF5 itself is not crash-proof: a kill while HDF5
-      metadata is being written can corrupt the file, so prefer CSV or Parquet for long jobs
-      on unreliable machines.
-
-    Parameters
-    ----------
-    path : str or path-like
-        Output table.  Missing parent directories are created.
-    columns : sequence of str, optional
-        Column names in output order (must include ``source`` and ``index``).  Default: the
-        existing table's columns, or the keys of the first chunk in insertion order.
-
-    Raises
-    ------
-    peakfit.errors.InputError
-        Unknown extension, a path that cannot be written (the message names it), columns that
-        differ from an existing table's.
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "out.csv")
-    >>> with ResultWriter(p) as w:
-    ...     w.write_chunk({"source": ["a.csv", "a.csv"], "index": [0, 1], "sse": [0.5, 0.25]})
-    2
-    >>> with ResultWriter(p) as w:  # resume: row 1 is already there
-    ...     sorted(w.done_keys()), w.write_chunk(
-    ...         {"source": ["a.csv", "a.csv"], "index": [1, 2], "sse": [0.25, 1.0]})
-    ([('a.csv', 0), ('a.csv', 1)], 1)
-    >>> read_table(p)["index"].tolist()
-    [0, 1, 2]
-    """
-
-    def __init__(self, path: PathLike, columns: Sequence[str] | None = None) -> None:
-        self.path = os.fspath(path)
-        self.format = _table_format(self.path)
-        if columns is not None:
-            columns = [str(c) for c in columns]
-            _check_columns(columns, self.path)
-        try:
-            parent = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(parent, exist_ok=True)
-            if self.format == "csv":
-                self._backend: Any = _CsvBackend(self.path)
-                # make sure we can write before any work is done
-                with open(self.path, "ab"):
-                    pass
-            elif self.format == "parquet":
-                self._backend = _ParquetBackend(self.path)
-            else:
-                self._backend = _Hdf5Backend(self.path)
-        except OSError as exc:
-            raise InputError(
-                f"cannot write result table {self.path}: {exc.strerror or exc}"
-            ) from exc
-        existing = self._backend.columns
-        if existing is not None:
-            if columns is not None and list(columns) != existing:
-                raise InputError(
-                    f"result table {self.path} has columns {existing}; asked for {list(columns)}"
-                )
-            columns = existing
-        self._columns: list[str] | None = list(columns) if columns is not None else None
-        self._kinds: dict[str, str] | None = self._backend.kinds()
-        self._done: set[tuple[str, int]] = set(self._backend.keys)
-        self._closed = False
-
-    @property
-    def columns(self) -> list[str] | None:
-        """Column names in output order (``None`` until known)."""
-        return None if self._columns is None else list(self._columns)
-
-    def done_keys(self) -> set[tuple[str, int]]:
-        """The ``(source, index)`` pairs already committed to the table."""
-        return set(self._done)
-
-    def write_chunk(self, table: Mapping[str, Any]) -> int:
-        """Commit one chunk of rows; rows whose key is already committed are skipped.
-
-        Parameters
-        ----------
-        table : mapping of str to array or list
-            Equal-length 1-D columns; the same column names for every chunk; must contain
-            ``source`` (str) and ``index`` (int).
-
-        Returns
-        -------
-        int
-            Number of rows written (0 if every key was already there).
-
-        Raises
-        ------
-        peakfit.errors.InputError
-            Missing/extra columns, unequal lengths, duplicate keys within the chunk, a column
-            whose type changed, a closed writer.
-        """
-        if self._closed:
-            raise InputError(f"ResultWriter for {self.path} is closed")
-        names = [str(c) for c in table]
-        if self._columns is None:
-            _check_columns(names, self.path)
-            columns = names
-        else:
-            columns = self._columns
-            if set(names) != set(columns):
-                missing = [c for c in columns if c not in names]
-                extra = [c for c in names if c not in columns]
-                raise InputError(
-                    f"chunk columns differ from the table's {columns}: missing {missing}, "
-                    f"extra {extra}"
-                )
-        lengths = {c: len(table[c]) for c in columns}
-        if len(set(lengths.values())) > 1:
-            raise InputError(f"chunk columns have different lengths: {lengths}")
-        for c in columns:
-            if np.ndim(table[c]) != 1:
-                raise InputError(f"column {c!r} must be 1-D; got shape {np.shape(table[c])}")
-        kinds = dict(self._kinds) if self._kinds is not None else {}
-        data: dict[str, np.ndarray] = {}
-        for c in columns:
-            if c == "source":
-                kind = "str"
-            elif c == "index":
-                kind = "int"
-            else:
-                kind = kinds.get(c) or _kind_of(np.asarray(table[c]))
-            if c == "index":
-                idx = np.asarray(table[c])
-                if idx.size and idx.dtype.kind not in "iu":
-                    if idx.dtype.kind != "f" or not np.all(idx == np.round(idx)):
-                        raise InputError(f"column 'index' must hold integers; got {idx.dtype}")
-                    idx = idx.astype(np.int64)
-                data[c] = idx.astype(np.int64)
-            else:
-                data[c] = _coerce(table[c], kind, c)
-            kinds[c] = kind
-        keys = list(zip(data["source"].tolist(), data["index"].tolist()))
-        if len(set(keys)) != len(keys):
-            seen: set[tuple[str, int]] = set()
-            for key in keys:
-                if key in seen:
-                    raise InputError(f"chunk repeats the key (source, index) = {key}")
-                seen.add(key)
-        keep = np.array([k not in self._done for k in keys], dtype=bool)
-        if not keep.all():
-            data = {c: v[keep] for c, v in data.items()}
-            keys = [k for k, kp in zip(keys, keep) if kp]
-        self._columns = columns
-        if not keys:
-            return 0
-        self._kinds = kinds
-        try:
-            self._backend.append(columns, data, kinds)
-        except OSError as exc:
-            raise InputError(
-                f"cannot write result table {self.path}: {exc.strerror or exc}"
-            ) from exc
-        self._done.update(keys)
-        return len(keys)
-
-    def close(self) -> None:
-        """Release the file (every committed chunk is already on disk)."""
-        if not self._closed:
-            self._backend.close()
-            self._closed = True
-
-    def __enter__(self) -> ResultWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _check_columns(columns: Sequence[str], path: str) -> None:
-    for req in ("source", "index"):
-        if req not in columns:
-            raise InputError(
-                f"result table {path}: the column {req!r} is required; got {list(columns)}"
-            )
-    if len(set(columns)) != len(columns):
-        raise InputError(f"result table {path}: repeated column names in {list(columns)}")
-    for c in columns:
-        if not c or "/" in c or "\n" in c:
-            raise InputError(f"result table {path}: invalid column name {c!r}")
-
-
-def read_table(path: PathLike, *, as_frame: bool = False) -> Any:
-    """Read a result table written by :class:`ResultWriter`.
-
-    Parameters
-    ----------
-    path : str or path-like
-        ``.csv``, ``.parquet``/``.pq`` (a part directory or a single file), ``.h5``/``.hdf5``.
-    as_frame : bool
-        Return a pandas DataFrame instead of a dict (needs pandas).
-
-    Returns
-    -------
-    dict of str to numpy.ndarray, or pandas.DataFrame
-        Columns in table order.  CSV columns are typed by content: all integers -> int64,
-        numbers -> float64 (``nan``/empty -> NaN), ``True``/``False`` -> bool, otherwise str.
-        Floats round-trip exactly (CSV stores ``repr``).
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
-    >>> with ResultWriter(p) as w:
-    ...     _ = w.write_chunk({"source": ["f"], "index": [3], "r2": [0.1]})
-    >>> t = read_table(p)
-    >>> t["source"].tolist(), t["index"].tolist(), t["r2"].tolist()
-    (['f'], [3], [0.1])
-    """
-    spath = os.fspath(path)
-    fmt = _table_format(spath)
-    if not os.path.exists(spath):
-        raise MissingFileError(spath)
-    if fmt == "csv":
-        out = _read_csv_table(spath)
-    elif fmt == "parquet":
-        out = _read_parquet_table(spath)
-    else:
-        out = _read_h5_table(spath)
-    if as_frame:
-        pd = _require("pandas", "read_table(..., as_frame=True)")
-        return pd.DataFrame(out)
-    return out
-
-
-def _read_csv_table(path: str) -> dict[str, np.ndarray]:
-    with open(path, encoding="utf-8", newline="") as fh:
-        text = fh.read()
-    if "\n" in text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]  # ignore a partial trailing line, as the writer does
-    reader = csv.reader(_stdio.StringIO(text))
-    head = next(reader, None)
-    if head is None:
-        return {}
-    cols: list[list[str]] = [[] for _ in head]
-    for row in reader:
-        if len(row) != len(head):
-            raise FileFormatError(
-                f"row has {len(row)} fields, header has {len(head)}", path, reader.line_num
-            )
-        for c, v in zip(cols, row):
-            c.append(v)
-    return {name: _parse_csv_column(name, vals) for name, vals in zip(head, cols)}
-
-
-def _parse_csv_column(name: str, vals: list[str]) -> np.ndarray:
-    if name == "source":
-        return np.array(vals, dtype=str)
-    try:
-        return np.array([int(v) for v in vals], dtype=np.int64)
-    except ValueError:
-        pass
-    if name != "index":
-        try:
-            return np.array([float(v) if v else math.nan for v in vals], dtype=np.float64)
-        except ValueError:
-            pass
-        if all(v in ("True", "False") for v in vals):
-            return np.array([v == "True" for v in vals], dtype=np.bool_)
-    return np.array(vals, dtype=str)
-
-
-def _read_parquet_table(path: str) -> dict[str, np.ndarray]:
-    pa = _require("pyarrow", "reading Parquet result tables")
-    pq = importlib.import_module("pyarrow.parquet")
-    if os.path.isdir(path):
-        parts = _parquet_parts(path)
-        if not parts:
-            return {}
-        table = pa.concat_tables([pq.read_table(p) for p in parts])
-    else:
-        table = pq.read_table(path)
-    out: dict[str, np.ndarray] = {}
-    for field in table.schema:
-        col = table.column(field.name)
-        if _arrow_kind(pa, field.type) == "str":
-            out[field.name] = np.array(col.to_pylist(), dtype=str)
-        else:
-            out[field.name] = col.to_numpy()
-    return out
-
-
-def _read_h5_table(path: str) -> dict[str, np.ndarray]:
-    h5py = _require("h5py", "reading HDF5 result tables")
-    with h5py.File(path, "r") as fh:
-        if _COLUMNS_ATTR not in fh.attrs:
-            return {}
-        n = int(fh.attrs.get(_COMMIT_ATTR, 0))
-        out: dict[str, np.ndarray] = {}
-        for c in (str(c) for c in fh.attrs[_COLUMNS_ATTR]):
-            ds = fh[c]
-            if _h5_kind(ds) == "str":
-                out[c] = np.array(ds.asstr()[:n].tolist(), dtype=str)
-            else:
-                out[c] = ds[:n]
-        return out
