@@ -12,7 +12,7 @@ from .models import GaussianModel
 from .options import FitOptions
 from .result import FitState, GaussianFit, Quality, build_fit_result, quality_names
 
-__all__ = ["BatchFit"]
+__all__ = ["BatchFit", "coefficient_columns"]
 
 _STATE_NAMES = np.array([s.name.lower() for s in FitState])
 
@@ -248,13 +248,7 @@ class BatchFit:
             "iterations": self.iterations.astype(np.int64),
             "quality": self.quality_names.astype(str),
         }
-        means = self.means
-        for i in range(self.n):
-            out[f"mean{i + 1}"] = means[:, i]
-        for j, nm in enumerate(self.names):
-            out[nm] = self.p[:, j]
-        for j, nm in enumerate(self.names):
-            out[f"{nm}_err"] = self.stderr[:, j]
+        out.update(coefficient_columns(self.means, self.names, self.p, self.stderr))
         return out
 
     def to_dataframe(self) -> Any:
@@ -295,3 +289,20 @@ class BatchFit:
     def __repr__(self) -> str:
         return (f"<BatchFit {self.model.matlab_name}: {len(self)} spectra, "
                 f"{self.n_converged} converged, device={self.device!r}, dtype={self.dtype!r}>")
+
+
+def coefficient_columns(means: np.ndarray, names: tuple[str, ...], p: np.ndarray,
+                        stderr: np.ndarray) -> dict[str, np.ndarray]:
+    """Table columns ``mean1..``, the coefficients by name, then ``<name>_err``.
+
+    Examples
+    --------
+    >>> cols = coefficient_columns(np.array([[2.0]]), ("a1", "b1", "c1"),
+    ...                            np.array([[1.0, 2.0, 3.0]]), np.full((1, 3), 0.1))
+    >>> list(cols)
+    ['mean1', 'a1', 'b1', 'c1', 'a1_err', 'b1_err', 'c1_err']
+    """
+    out = {f"mean{i + 1}": means[:, i] for i in range(means.shape[1])}
+    out.update({nm: p[:, j] for j, nm in enumerate(names)})
+    out.update({f"{nm}_err": stderr[:, j] for j, nm in enumerate(names)})
+    return out

@@ -462,13 +462,9 @@ class AutoBatchFit:
             "index": np.arange(len(self), dtype=np.int64), "n": self.n.astype(np.int64),
             "state": self.state.astype(np.int64), "sse": self.sse, "rsquare": self.rsquare,
         }
-        means = self.means
-        for i in range(self.n_max):
-            out[f"mean{i + 1}"] = means[:, i]
-        for j, nm in enumerate(self.names):
-            out[nm] = self.p[:, j]
-        for j, nm in enumerate(self.names):
-            out[f"{nm}_err"] = self.stderr[:, j]
+        from .batchfit import coefficient_columns
+
+        out.update(coefficient_columns(self.means, self.names, self.p, self.stderr))
         return out
 
     def to_dataframe(self) -> Any:
