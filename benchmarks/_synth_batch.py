@@ -14,6 +14,8 @@ Examples
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["make_batch", "success_mask"]
@@ -23,23 +25,24 @@ SPAN = 100.0
 
 def make_batch(
     k: int, m: int = 1000, n: int = 4, *, noise: float = 0.01, seed: int = 0,
-    dtype: str = "float64",
+    dtype: str = "float64", xp: Any = np,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``k`` spectra of ``m`` points with ``n`` peaks; returns ``x (m,)``, ``Y (k, m)``, truth.
 
     ``truth`` has shape ``(k, 3n)`` in MATLAB order (``a1, b1, c1, ...``), centres ascending.
+    ``xp=cupy`` makes them on the GPU (another random stream than NumPy's).
     """
-    rng = np.random.default_rng(seed)
-    x = np.linspace(0.0, SPAN, m)
+    rng = np.random.default_rng(seed) if xp is np else xp.random.RandomState(seed)
+    x = xp.linspace(0.0, SPAN, m)
     spacing = SPAN / (n + 1)
-    b = spacing * (1 + np.arange(n))[None, :] + rng.uniform(-0.25, 0.25, (k, n)) * spacing
+    b = spacing * (1 + xp.arange(n))[None, :] + rng.uniform(-0.25, 0.25, (k, n)) * spacing
     c = rng.uniform(0.03, 0.06, (k, n)) * SPAN
     a = rng.uniform(1.0, 5.0, (k, n))
-    Y = np.zeros((k, m))
+    Y = xp.zeros((k, m))
     for i in range(n):
-        Y += a[:, i : i + 1] * np.exp(-(((x[None, :] - b[:, i : i + 1]) / c[:, i : i + 1]) ** 2))
+        Y += a[:, i : i + 1] * xp.exp(-(((x[None, :] - b[:, i : i + 1]) / c[:, i : i + 1]) ** 2))
     Y += noise * a.max(axis=1, keepdims=True) * rng.standard_normal((k, m))
-    truth = np.empty((k, 3 * n))
+    truth = xp.empty((k, 3 * n))
     truth[:, 0::3], truth[:, 1::3], truth[:, 2::3] = a, b, c
     return x, Y.astype(dtype), truth
 

@@ -72,22 +72,37 @@ def _gauss_sum(x: np.ndarray, *p: float) -> np.ndarray:
     return y
 
 
-def _gauss_linear(x: np.ndarray, *p: float) -> np.ndarray:
-    return _gauss_sum(x, *p[:-2]) + p[-2] + p[-1] * x
+#: Polynomial degree of each baseline kind (``d0 + d1 x + d2 x^2``, lowest power first).
+BASELINE_DEGREE = {"none": -1, "constant": 0, "linear": 1, "quadratic": 2}
+
+
+def gauss_poly(n: int, baseline: str) -> Callable[..., np.ndarray]:
+    """``curve_fit`` model of ``n`` Gaussians plus a polynomial baseline (coefficients last)."""
+    nb = BASELINE_DEGREE[baseline] + 1
+
+    def f(x: np.ndarray, *p: float) -> np.ndarray:
+        y = _gauss_sum(x, *p[: 3 * n])
+        for j in range(nb):
+            y = y + p[3 * n + j] * x**j
+        return y
+
+    return f
 
 
 def scipy_start(x: np.ndarray, y: np.ndarray, n: int, baseline: str) -> np.ndarray:
-    """A typical SciPy start: find_peaks on the data less an edge-fitted line; sorted x."""
+    """A typical SciPy start: find_peaks on the data less an edge-fitted polynomial baseline
+    (degree of ``baseline``: none, constant, linear or quadratic); sorted x."""
     m = x.size
     coef: list[float] = []
     yb = y
-    if baseline == "linear":
+    deg = BASELINE_DEGREE[baseline]
+    if deg >= 0:
         e = max(2, m // 10)
         xe = np.r_[x[:e], x[-e:]]
         ye = np.r_[y[:e], y[-e:]]
-        d1, d0 = np.polyfit(xe, ye, 1)
-        coef = [float(d0), float(d1)]
-        yb = y - (d0 + d1 * x)
+        c_hi = np.polyfit(xe, ye, deg)
+        coef = [float(v) for v in c_hi[::-1]]
+        yb = y - np.polyval(c_hi, x)
     pk, props = find_peaks(yb, prominence=0)
     order = np.argsort(props["prominences"])[::-1][:n]
     pk = pk[order]
@@ -112,7 +127,7 @@ def fit_scipy(s: Spectrum) -> np.ndarray:
     o = np.argsort(s.x, kind="stable")
     x, y = s.x[o], s.y[o]
     p0 = scipy_start(x, y, s.n, s.baseline)
-    f = _gauss_linear if s.baseline == "linear" else _gauss_sum
+    f = gauss_poly(s.n, s.baseline)
     popt, _ = curve_fit(f, x, y, p0=p0)
     return np.asarray(popt[1 : 3 * s.n : 3])
 

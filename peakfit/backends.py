@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -34,7 +35,7 @@ import numpy as np
 
 from ._xp import cupy_or_none, to_numpy
 from .engine import resolve_engine
-from .errors import GPUUnavailableError, InputError
+from .errors import FitWarning, GPUUnavailableError, InputError
 
 __all__ = ["CPU_CHUNK_ROWS", "Backend", "select_backend"]
 
@@ -164,7 +165,9 @@ def select_backend(device: str = "auto", Y: Any = None, check_every: int | None 
     if on_device or cupy_or_none() is not None:
         try:
             return _gpu(check_every)
-        except GPUUnavailableError:
+        except GPUUnavailableError as exc:
             if on_device:
                 raise
+            warnings.warn(f"device='auto' found a GPU it cannot use, so fits run on the CPU: "
+                          f"{exc}", FitWarning, stacklevel=3)
     return _cpu(check_every, engine)

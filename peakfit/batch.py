@@ -86,6 +86,7 @@ def fit_gaussians_batch(
     n_threads: int | None = None,
     check_every: int | None = None,
     progress: bool = False,
+    method: str = "full",
 ) -> BatchFit:
     """Fit a sum of ``n`` Gaussians to every spectrum (row) of ``Y``.
 
@@ -142,6 +143,10 @@ def fit_gaussians_batch(
         GPU). Default 1 on the CPU, 4 on the GPU. Results do not depend on it.
     progress : bool
         Show a progress bar (needs ``tqdm``).
+    method : {'full', 'vp', 'auto'}
+        Least-squares algorithm, as in :func:`peakfit.fit_gaussians`: the full solver, variable
+        projection (:mod:`peakfit.solvers.vp`), or VP where the heights and baseline are
+        unbounded.
 
     Returns
     -------
@@ -190,7 +195,7 @@ def fit_gaussians_batch(
                           tol_x=tol_x, max_iter=max_iter, max_fun_evals=max_fun_evals,
                           algorithm=algorithm)
     spec = make_spec(model, opts, start=start, dtype=dt, nan_policy=policy, sort=sort,
-                     k=source.k, stacklevel=3)
+                     k=source.k, method=method, stacklevel=3)
     backend = _select_backend(device, Y, check_every)
     workers = 1 if backend.name == "gpu" else n_workers(n_threads)
     rows = _chunk_rows(backend, source, model.n_params, dt, chunk_size, workers)

@@ -59,6 +59,7 @@ def fit_gaussians(
     smooth: Any = None,
     downsample: Any = None,
     n_trials: int | None = None,
+    method: str = "full",
     **fit_options: Any,
 ) -> GaussianFit:
     """Fit a sum of ``n`` Gaussians (MATLAB's ``gaussN``) to one spectrum.
@@ -85,6 +86,10 @@ def fit_gaussians(
     smooth, downsample, n_trials :
         Controls of the ``'auto'`` start estimator (see :mod:`peakfit.autostart`); the final fit
         always uses the raw data.
+    method : {'full', 'vp', 'auto'}
+        Least-squares algorithm: the full solver (default), variable projection (heights and
+        baseline eliminated, :mod:`peakfit.solvers.vp`), or ``'auto'`` (VP when the heights
+        and baseline coefficients are unbounded).
     **fit_options
         Any MATLAB fit option by MATLAB or snake-case name: ``TolFun``/``tol_fun``, ``TolX``,
         ``MaxIter``, ``MaxFunEvals``, ``Lower``, ``Upper``, ``StartPoint``, ``Algorithm``,
@@ -154,7 +159,8 @@ def fit_gaussians(
 
     spec = make_spec(model, opts, start=start, sort=sort, nan_policy="omit", callback=callback,
                      start_kwargs={"smooth": smooth, "downsample": downsample,
-                                   "n_trials": n_trials}, summary=False, stacklevel=3)
+                                   "n_trials": n_trials}, summary=False, method=method,
+                     stacklevel=3)
     backend = select_backend("cpu")
     res = fit_block(backend, spec, xr, yr[None, :], wr)
     p, held, p0 = res["p"][0], res["held"][0], res["start"][0]

@@ -17,8 +17,11 @@ that the model is written in one place.
 
 from __future__ import annotations
 
+import ast
+import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,31 +30,396 @@ from .errors import InputError
 
 __all__ = [
     "BASELINES",
+    "BASELINE_TERMS",
     "FWHM_PER_C",
+    "GAUSS",
     "GaussianModel",
+    "TermKind",
     "gauss_model",
     "parse_model_name",
+    "register_baseline",
+    "render",
+    "term_values",
+    "unregister_baseline",
 ]
-
-#: Baseline kinds and their coefficient names.
-BASELINES: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "constant": ("d0",),
-    "linear": ("d0", "d1"),
-    "quadratic": ("d0", "d1", "d2"),
-    "exponential": ("e1", "e2"),
-}
 
 #: FWHM of ``exp(-((x-b)/c)^2)`` in units of ``c``: ``2*sqrt(ln 2)``.
 FWHM_PER_C = 2.0 * math.sqrt(math.log(2.0))
 
-_BASELINE_FORMULA = {
-    "none": (),
-    "constant": ("d0",),
-    "linear": ("d0", "d1*x"),
-    "quadratic": ("d0", "d1*x", "d2*x^2"),
-    "exponential": ("e1*exp(-e2*x)",),
-}
+# ------------------------------------------------------------------ term kinds
+#: Operators of the expression language in which term kinds are written (a subset of Python
+#: that is also C): numbers, names, ``+ - * /``, unary minus, ``exp(v)``, ``where(cond, a, b)``
+#: and the comparisons ``== != < <= > >=``.
+_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_CMPOPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
+           ast.GtE: ">="}
+
+
+def _parse(expr: str) -> ast.expr:
+    """Parse and check one expression of the term language."""
+    tree = ast.parse(expr, mode="eval").body
+    for node in ast.walk(tree):
+        ok = isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Constant,
+                               ast.Compare, ast.Load, ast.USub, *_BINOPS, *_CMPOPS))
+        if isinstance(node, ast.BinOp):
+            ok = type(node.op) in _BINOPS
+        if isinstance(node, ast.Call):
+            ok = (isinstance(node.func, ast.Name) and node.func.id in ("exp", "where")
+                  and len(node.args) == (1 if node.func.id == "exp" else 3))
+        if isinstance(node, ast.Compare):
+            ok = len(node.ops) == 1
+        if isinstance(node, ast.Constant):
+            ok = isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+        if not ok:
+            raise ValueError(f"{expr!r}: {ast.dump(node)[:40]} is not in the term language "
+                             f"(numbers, names, + - * /, exp(v), where(cond, a, b))")
+    return tree
+
+
+def render(expr: str | ast.expr, target: str, name: Callable[[str], str] = str,
+           exp: Callable[[str], str] | None = None) -> str:
+    """Render an expression of the term language for a target language.
+
+    Parameters
+    ----------
+    expr : str or ast node
+        The expression (see :class:`TermKind`).
+    target : {'python', 'c'}
+        ``'python'`` gives scalar Python (Numba): ``where`` becomes a conditional expression,
+        constants floats. ``'c'`` gives C/CUDA for ``pf_real`` arithmetic: constants are cast
+        to ``pf_real`` (no double promotion in float32), ``exp`` becomes ``PF_EXP``.
+    name : callable
+        Maps a name of the expression to the variable that holds it in the target.
+    exp : callable, optional
+        Renders ``exp(<argument text>)`` (default: ``exp(...)``/``PF_EXP(...)``).
+
+    Examples
+    --------
+    >>> render('where(c != 0, 2 / c, 0)', 'c')
+    '((c != (pf_real)0) ? ((pf_real)2 / c) : (pf_real)0)'
+    >>> render('-(t * t)', 'python', name=lambda s: s + '_1')
+    '(-(t_1 * t_1))'
+    """
+    node = _parse(expr) if isinstance(expr, str) else expr
+    c = target == "c"
+
+    def r(nd: ast.expr) -> str:
+        if isinstance(nd, ast.Constant):
+            return f"(pf_real){nd.value!r}" if c else repr(float(nd.value))
+        if isinstance(nd, ast.Name):
+            return name(nd.id)
+        if isinstance(nd, ast.UnaryOp):
+            return f"(-{r(nd.operand)})"
+        if isinstance(nd, ast.BinOp):
+            return f"({r(nd.left)} {_BINOPS[type(nd.op)]} {r(nd.right)})"
+        if isinstance(nd, ast.Compare):
+            return f"({r(nd.left)} {_CMPOPS[type(nd.ops[0])]} {r(nd.comparators[0])})"
+        assert isinstance(nd, ast.Call) and isinstance(nd.func, ast.Name)
+        args = [r(a) for a in nd.args]
+        if nd.func.id == "exp":
+            if exp is not None:
+                return exp(args[0])
+            return f"PF_EXP({args[0]})" if c else f"exp({args[0]})"
+        if c:
+            return f"({args[0]} ? {args[1]} : {args[2]})"
+        return f"({args[1]} if {args[0]} else {args[2]})"
+
+    return r(node)
+
+
+def names_in(expr: str) -> frozenset[str]:
+    """Names used by an expression (without the functions ``exp`` and ``where``)."""
+    return _names_in(expr)
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_in(expr: str) -> frozenset[str]:
+    return frozenset(nd.id for nd in ast.walk(_parse(expr)) if isinstance(nd, ast.Name)) - {
+        "exp", "where"}
+
+
+def exp_args(expr: str) -> list[ast.expr]:
+    """The arguments of the ``exp`` calls in an expression, outermost first."""
+    return [nd.args[0] for nd in ast.walk(_parse(expr))
+            if isinstance(nd, ast.Call) and isinstance(nd.func, ast.Name)
+            and nd.func.id == "exp"]
+
+
+@dataclass(frozen=True)
+class TermKind:
+    """One kind of term of the model (a peak shape or a baseline), written once.
+
+    Every backend is produced from these fields: the NumPy/CuPy evaluation
+    (:meth:`GaussianModel.evaluate`, :func:`term_values`), the Numba kernel
+    (:mod:`peakfit.solvers._numba`) and the CUDA source (:mod:`peakfit.gpu.kernels`).
+
+    Parameters
+    ----------
+    name : str
+        ``'gauss'`` for the peak; the baseline's name (``'linear'``...) for baselines.
+    params : tuple of str
+        Coefficient names, in MATLAB order (peaks get the term number appended: ``a1``).
+    steps : tuple of (name, expression)
+        Assignments evaluated in order in the term language (:func:`render`): the names
+        ``value`` (the term's value) and ``d_<param>`` (its partial derivative for each
+        parameter) must be assigned. ``x`` is the abscissa; a step that uses ``x`` (or a step
+        that does) is computed per point, the others once per spectrum.
+    formula : tuple of str
+        The term in MATLAB's display, ``{i}`` standing for the term number.
+    lower : dict
+        Default lower bounds that are not ``-inf`` (MATLAB: widths ``>= 0``).
+    units : dict
+        ``param -> (x power, y power)``: with ``x' = x/sx``, ``y' = y/sy`` the coefficient
+        maps as ``p' = p * sx**xpow / sy**ypow`` (used for bounds).
+    rescale, unscale : dict
+        ``param -> expression`` of the coefficients for ``x' = (x - x0)/sx``, ``y' = y/sy``
+        (``rescale``) and back (``unscale``), in the names of the input coefficients and
+        ``x0``, ``sx``, ``sy``.
+    unscale_jacobian : dict
+        ``(out, in) -> expression``: the non-zero entries of ``∂unscale/∂p'``.
+    shifts : bool
+        Whether ``rescale`` is exact for a shift ``x0 != 0`` too (else the scaling of the
+        problem only scales x).
+    """
+
+    name: str
+    params: tuple[str, ...]
+    steps: tuple[tuple[str, str], ...]
+    formula: tuple[str, ...] = ()
+    lower: dict[str, float] = field(default_factory=dict)
+    units: dict[str, tuple[int, int]] = field(default_factory=dict)
+    rescale: dict[str, str] = field(default_factory=dict)
+    unscale: dict[str, str] = field(default_factory=dict)
+    unscale_jacobian: dict[tuple[str, str], str] = field(default_factory=dict)
+    shifts: bool = True
+
+    def __post_init__(self) -> None:
+        defined = {"x", *self.params}
+        for nm, ex in self.steps:
+            missing = names_in(ex) - defined
+            if missing:
+                raise ValueError(f"term {self.name!r}: step {nm} = {ex!r} uses "
+                                 f"{', '.join(sorted(missing))} before it is defined")
+            defined.add(nm)
+        need = {"value", *(f"d_{q}" for q in self.params)}
+        if need - defined:
+            raise ValueError(f"term {self.name!r} must assign {', '.join(sorted(need - defined))}")
+        for table in ("rescale", "unscale", "units"):
+            lack = set(self.params) - set(getattr(self, table))
+            if lack:
+                raise ValueError(f"term {self.name!r}: {table} lacks {', '.join(sorted(lack))}")
+        for table in (self.rescale, self.unscale):
+            for ex in table.values():
+                _parse(ex)
+
+    def per_point(self) -> frozenset[str]:
+        """Names of the steps that depend on ``x`` (the others are per spectrum)."""
+        return _per_point(self.steps)
+
+    def needed(self, targets: Any) -> tuple[tuple[str, str], ...]:
+        """The steps (in order) that the names ``targets`` depend on."""
+        return _needed(self.steps, frozenset(targets))
+
+
+@functools.lru_cache(maxsize=256)
+def _per_point(steps: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    dep = {"x"}
+    for nm, ex in steps:
+        if names_in(ex) & dep:
+            dep.add(nm)
+    return frozenset(dep - {"x"})
+
+
+@functools.lru_cache(maxsize=256)
+def _needed(steps: tuple[tuple[str, str], ...], targets: frozenset[str]
+            ) -> tuple[tuple[str, str], ...]:
+    need = set(targets)
+    out = []
+    for nm, ex in reversed(steps):
+        if nm in need:
+            out.append((nm, ex))
+            need |= names_in(ex)
+    return tuple(out[::-1])
+
+
+#: The peak shape: MATLAB's gaussN term ``a*exp(-((x-b)/c)^2)``. A term with ``c == 0``
+#: contributes 0 and has zero derivatives (MATLAB's guard); ``u`` is ``t`` where the term is
+#: non-zero and 0 elsewhere, so that no ``0 * inf`` appears however a compiler orders products.
+GAUSS = TermKind(
+    name="gauss",
+    params=("a", "b", "c"),
+    steps=(
+        ("nz", "where(c != 0, 1, 0)"),
+        ("rc", "where(c != 0, 1 / c, 0)"),
+        ("tw", "2 * rc"),
+        ("t", "(x - b) * rc"),
+        ("e", "exp(-(t * t)) * nz"),
+        ("u", "where(e != 0, t, 0)"),
+        ("value", "a * e"),
+        ("d_a", "e"),
+        ("d_b", "a * e * u * tw"),
+        ("d_c", "d_b * u"),
+    ),
+    formula=("a{i}*exp(-((x-b{i})/c{i})^2)",),
+    lower={"c": 0.0},
+    units={"a": (0, 1), "b": (-1, 0), "c": (-1, 0)},
+    rescale={"a": "a / sy", "b": "(b - x0) / sx", "c": "c / sx"},
+    unscale={"a": "a * sy", "b": "b * sx + x0", "c": "c * sx"},
+    unscale_jacobian={("a", "a"): "sy", ("b", "b"): "sx", ("c", "c"): "sx"},
+)
+
+#: Baseline kinds, in the order of their codes in the compiled kernels.
+BASELINE_TERMS: dict[str, TermKind] = {}
+
+
+def register_baseline(kind: TermKind) -> TermKind:
+    """Add a baseline kind (or replace one of the same name) for every backend.
+
+    This is the one place a new kind is declared: names, evaluation, the Numba kernel and the
+    CUDA source all follow from ``kind``. Returns ``kind``.
+    """
+    BASELINE_TERMS[kind.name] = kind
+    BASELINES[kind.name] = kind.params
+    _KEY[0] = None
+    return kind
+
+
+def unregister_baseline(name: str) -> None:
+    """Remove a baseline kind added by :func:`register_baseline`."""
+    if name in _BUILTIN_BASELINES:
+        raise ValueError(f"baseline {name!r} is built in")
+    BASELINE_TERMS.pop(name, None)
+    BASELINES.pop(name, None)
+    _KEY[0] = None
+
+
+#: Baseline kinds and their coefficient names (kept in step with ``BASELINE_TERMS``).
+BASELINES: dict[str, tuple[str, ...]] = {}
+_KEY: list[Any] = [None]  # kinds_key(), rebuilt after a registration
+
+for _kind in (
+    TermKind("none", (), (("value", "0"),)),
+    TermKind(
+        "constant", ("d0",), (("value", "d0"), ("d_d0", "1")), ("d0",),
+        units={"d0": (0, 1)}, rescale={"d0": "d0 / sy"}, unscale={"d0": "d0 * sy"},
+        unscale_jacobian={("d0", "d0"): "sy"},
+    ),
+    TermKind(
+        "linear", ("d0", "d1"), (("value", "d0 + d1 * x"), ("d_d0", "1"), ("d_d1", "x")),
+        ("d0", "d1*x"), units={"d0": (0, 1), "d1": (1, 1)},
+        rescale={"d0": "(d0 + d1 * x0) / sy", "d1": "d1 * sx / sy"},
+        unscale={"d0": "d0 * sy - d1 * sy / sx * x0", "d1": "d1 * sy / sx"},
+        unscale_jacobian={("d0", "d0"): "sy", ("d0", "d1"): "-sy * x0 / sx",
+                          ("d1", "d1"): "sy / sx"},
+    ),
+    TermKind(
+        "quadratic", ("d0", "d1", "d2"),
+        (("value", "d0 + (d1 + d2 * x) * x"), ("d_d0", "1"), ("d_d1", "x"),
+         ("d_d2", "x * x")),
+        ("d0", "d1*x", "d2*x^2"), units={"d0": (0, 1), "d1": (1, 1), "d2": (2, 1)},
+        rescale={"d0": "(d0 + d1 * x0 + d2 * x0 * x0) / sy",
+                 "d1": "(d1 + 2 * d2 * x0) * sx / sy", "d2": "d2 * sx * sx / sy"},
+        unscale={"d0": "d0 * sy - (d1 * sy / sx - 2 * (d2 * sy / (sx * sx)) * x0) * x0"
+                       " - d2 * sy / (sx * sx) * x0 * x0",
+                 "d1": "d1 * sy / sx - 2 * (d2 * sy / (sx * sx)) * x0",
+                 "d2": "d2 * sy / (sx * sx)"},
+        unscale_jacobian={("d0", "d0"): "sy", ("d0", "d1"): "-x0 * sy / sx",
+                          ("d0", "d2"): "x0 * x0 * sy / (sx * sx)", ("d1", "d1"): "sy / sx",
+                          ("d1", "d2"): "-2 * x0 * sy / (sx * sx)",
+                          ("d2", "d2"): "sy / (sx * sx)"},
+    ),
+    TermKind(
+        "exponential", ("e1", "e2"),
+        (("ex", "exp(-e2 * x)"), ("value", "e1 * ex"), ("d_e1", "ex"),
+         ("d_e2", "-e1 * x * ex")),
+        ("e1*exp(-e2*x)",), units={"e1": (0, 1), "e2": (1, 0)},
+        rescale={"e1": "e1 * exp(-e2 * x0) / sy", "e2": "e2 * sx"},
+        unscale={"e1": "e1 * sy * exp(e2 / sx * x0)", "e2": "e2 / sx"},
+        unscale_jacobian={("e1", "e1"): "sy * exp(e2 / sx * x0)",
+                          ("e1", "e2"): "e1 * sy * exp(e2 / sx * x0) * x0 / sx",
+                          ("e2", "e2"): "1 / sx"},
+    ),
+):
+    register_baseline(_kind)
+_BUILTIN_BASELINES = frozenset(BASELINE_TERMS)
+
+
+def kinds_key() -> tuple[Any, ...]:
+    """What generated code depends on (the registered kinds' names, parameters and steps)."""
+    if _KEY[0] is None:
+        _KEY[0] = tuple((k.name, k.params, k.steps) for k in (GAUSS, *BASELINE_TERMS.values()))
+    return _KEY[0]
+
+
+@functools.lru_cache(maxsize=16)
+def _namespace(xp: Any, dtype: Any = None) -> dict[str, Any]:
+    """Functions of the term language on arrays; ``where`` keeps the working ``dtype``."""
+    if dtype is None:
+        return {"exp": xp.exp, "where": xp.where, "__builtins__": {}}
+    num = (int, float)
+    typ = np.dtype(dtype).type
+
+    def where(cond: Any, a: Any, b: Any) -> Any:
+        return xp.where(cond, typ(a) if isinstance(a, num) else a,
+                        typ(b) if isinstance(b, num) else b)
+
+    return {"exp": xp.exp, "where": where, "__builtins__": {}}
+
+
+@functools.lru_cache(maxsize=256)
+def _code(expr: str) -> Any:
+    _parse(expr)
+    return compile(expr, "<term>", "eval")
+
+
+def run_steps(kind: TermKind, env: dict[str, Any], xp: Any, outputs: Any = None,
+              exp: Callable[[Any], Any] | None = None, dtype: Any = None) -> dict[str, Any]:
+    """Evaluate a term kind's steps with arrays (NumPy or CuPy broadcasting).
+
+    ``env`` holds ``x`` and the parameters, shaped to broadcast; returns ``env`` with the
+    steps added. ``outputs`` limits the work to the steps these names need.
+    """
+    if dtype is None:
+        dtype = np.result_type(*(getattr(v, "dtype", np.float64) for v in env.values()))
+    dt = np.dtype(dtype)
+    ns = _namespace(xp, dt if dt.kind == "f" else np.dtype(np.float64))
+    if exp is not None:
+        ns = dict(ns, exp=exp)
+    steps = kind.steps if outputs is None else kind.needed(outputs)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        for nm, ex in steps:
+            env[nm] = eval(_code(ex), ns, env)  # the checked term language
+    return env
+
+
+def term_values(x: Any, *params: Any, kind: TermKind = GAUSS) -> Any:
+    """Values of terms of one kind, broadcasting ``x`` against the parameters.
+
+    For peaks ``a, b, c`` of shape ``(k, j)`` and ``x`` of shape ``(M,)`` or ``(k, M)`` the
+    result has shape ``(k, j, M)``; arrays of other shapes broadcast as NumPy does.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = term_values(np.array([0.0, 1.0]), np.array([[2.0]]), np.array([[0.0]]),
+    ...                 np.array([[1.0]]))
+    >>> v.shape, float(v[0, 0, 1])  # 2 exp(-1)
+    ((1, 1, 2), 0.7357588823428847)
+    """
+    from ._xp import get_xp
+
+    xp = get_xp(x, *params)
+    if getattr(x, "ndim", 0) == 1 and all(getattr(q, "ndim", 0) == 2 for q in params):
+        xx = x[None, None, :]
+        params = tuple(q[:, :, None] for q in params)
+    elif getattr(x, "ndim", 0) == 2 and all(getattr(q, "ndim", 0) == 2 for q in params):
+        xx = x[:, None, :]
+        params = tuple(q[:, :, None] for q in params)
+    else:
+        xx = x
+    env = dict(zip(kind.params, params))
+    env["x"] = xx
+    return run_steps(kind, env, xp, ("value",))["value"]
 
 
 def parse_model_name(name: str) -> int:
@@ -110,24 +478,34 @@ class GaussianModel:
 
     # ----------------------------------------------------------------- names
     @property
+    def peak(self) -> TermKind:
+        """The peak term kind (:data:`GAUSS`)."""
+        return GAUSS
+
+    @property
+    def baseline_kind(self) -> TermKind:
+        """The baseline term kind (an entry of :data:`BASELINE_TERMS`)."""
+        return BASELINE_TERMS[self.baseline]
+
+    @property
     def n_peak_params(self) -> int:
         """``3*n``: the number of Gaussian coefficients."""
-        return 3 * self.n
+        return len(self.peak.params) * self.n
 
     @property
     def baseline_names(self) -> tuple[str, ...]:
         """Names of the baseline coefficients."""
-        return BASELINES[self.baseline]
+        return self.baseline_kind.params
 
     @property
     def n_params(self) -> int:
         """Total number of coefficients ``P``."""
-        return 3 * self.n + len(self.baseline_names)
+        return self.n_peak_params + len(self.baseline_names)
 
     @property
     def names(self) -> tuple[str, ...]:
         """Coefficient names in MATLAB order (``a1, b1, c1, a2, ...``, then baseline)."""
-        peaks = tuple(f"{s}{i}" for i in range(1, self.n + 1) for s in "abc")
+        peaks = tuple(f"{s}{i}" for i in range(1, self.n + 1) for s in self.peak.params)
         return peaks + self.baseline_names
 
     @property
@@ -142,18 +520,28 @@ class GaussianModel:
         For up to two terms it starts with one space; for more it starts with a newline and 14
         spaces and wraps after every second term, keeping ``' + '`` at the line end.
         """
-        terms = [f"a{i}*exp(-((x-b{i})/c{i})^2)" for i in range(1, self.n + 1)]
-        terms += list(_BASELINE_FORMULA[self.baseline])
+        terms = [f.format(i=i) for i in range(1, self.n + 1) for f in self.peak.formula]
+        terms += list(self.baseline_kind.formula)
         if len(terms) <= 2:
             return " " + " + ".join(terms)
         lines = [" + ".join(terms[i : i + 2]) for i in range(0, len(terms), 2)]
         pad = "\n" + " " * 14
         return pad + (" + " + pad).join(lines)
 
+    def _columns(self) -> list[tuple[TermKind, str, Any]]:
+        """``(kind, param, column index or slice)`` of every coefficient group."""
+        npk = len(self.peak.params)
+        k = self.n_peak_params
+        cols: list[tuple[TermKind, str, Any]] = [
+            (self.peak, q, slice(i, k, npk)) for i, q in enumerate(self.peak.params)]
+        cols += [(self.baseline_kind, q, k + i) for i, q in enumerate(self.baseline_names)]
+        return cols
+
     def default_lower(self) -> np.ndarray:
         """MATLAB's default lower bounds: ``[-Inf, -Inf, 0]`` per term, ``-Inf`` for baselines."""
         lo = np.full(self.n_params, -np.inf)
-        lo[2 : 3 * self.n : 3] = 0.0
+        for kind, q, col in self._columns():
+            lo[col] = kind.lower.get(q, -np.inf)
         return lo
 
     def default_upper(self) -> np.ndarray:
@@ -177,6 +565,29 @@ class GaussianModel:
             return self.evaluate(x, p[None, :])[0]
         return self.evaluate(x, p)
 
+    def term_env(self, x: Any, p: Any, jacobian: bool = True,
+                 exp: Callable[[Any], Any] | None = None) -> tuple[dict, dict]:
+        """The evaluated steps of the peaks ``(k, n, m)`` and of the baseline ``(k, m)``.
+
+        The NumPy and CuPy evaluators are this function: each term kind's steps
+        (:class:`TermKind`) run with array broadcasting. ``exp`` replaces the exponential
+        (the fused NumPy evaluator passes one that flushes results below 1e-260 to 0).
+        """
+        from ._xp import get_xp
+
+        xp = get_xp(x, p)
+        n3 = self.n_peak_params
+        pk = self.peak
+        npk = len(pk.params)
+        env = {q: p[:, i:n3:npk][:, :, None] for i, q in enumerate(pk.params)}
+        env["x"] = x[None, None, :] if x.ndim == 1 else x[:, None, :]
+        bk = self.baseline_kind
+        benv = {q: p[:, n3 + i : n3 + i + 1] for i, q in enumerate(bk.params)}
+        benv["x"] = x[None, :] if x.ndim == 1 else x
+        out = None if jacobian else ("value",)
+        dt = np.result_type(p.dtype, x.dtype)
+        return (run_steps(pk, env, xp, out, exp, dt), run_steps(bk, benv, xp, out, exp, dt))
+
     def evaluate(self, x: Any, p: Any, jacobian: bool = False) -> Any:
         """Batched model values, and optionally the transposed Jacobian.
 
@@ -197,57 +608,51 @@ class GaussianModel:
 
         Notes
         -----
-        A term with ``c == 0`` contributes 0 and has zero derivatives (MATLAB's guard).
-        Derivatives: ``df/da = E``, ``df/db = 2 a (x-b) E / c^2``, ``df/dc = 2 a (x-b)^2 E / c^3``
-        with ``E = exp(-((x-b)/c)^2)``.
+        The values and derivatives are those of the term kinds (:data:`GAUSS`,
+        :data:`BASELINE_TERMS`). A term with ``c == 0`` contributes 0 and has zero
+        derivatives (MATLAB's guard). No host synchronisation on a GPU.
         """
         from ._xp import get_xp
 
         xp = get_xp(x, p)
-        n = self.n
-        a, b, c, q = self.split(p)
-        xx = x[None, None, :] if x.ndim == 1 else x[:, None, :]
-        zero_c = c == 0
-        cs = xp.where(zero_c, 1.0, c)[:, :, None]
-        t = (xx - b[:, :, None]) / cs
-        E = xp.exp(-t * t)
-        if bool(zero_c.any()):
-            E = xp.where(zero_c[:, :, None], 0.0, E)
-        aE = a[:, :, None] * E
-        f = aE.sum(axis=1)
-        x2 = x if x.ndim == 2 else x[None, :]
-        bl = self.baseline
-        if bl == "constant":
-            f = f + q[:, 0:1]
-        elif bl == "linear":
-            f = f + q[:, 0:1] + q[:, 1:2] * x2
-        elif bl == "quadratic":
-            f = f + q[:, 0:1] + (q[:, 1:2] + q[:, 2:3] * x2) * x2
-        elif bl == "exponential":
-            ex = xp.exp(-q[:, 1:2] * x2)
-            f = f + q[:, 0:1] * ex
+        env, benv = self.term_env(x, p, jacobian)
+        f = env["value"].sum(axis=1) + benv["value"]
+        if f.ndim == 1:
+            f = xp.broadcast_to(f[:, None], (p.shape[0], x.shape[-1]))
         if not jacobian:
             return f
-        k = p.shape[0]
-        m = xx.shape[-1]
-        Jt = xp.empty((k, self.n_params, m), dtype=f.dtype)
-        dfdb = 2.0 * aE * t / cs
-        Jt[:, 0 : 3 * n : 3, :] = E
-        Jt[:, 1 : 3 * n : 3, :] = dfdb
-        Jt[:, 2 : 3 * n : 3, :] = dfdb * t
-        j = 3 * n
-        if bl in ("constant", "linear", "quadratic"):
-            Jt[:, j, :] = 1.0
-            if bl != "constant":
-                Jt[:, j + 1, :] = x2
-            if bl == "quadratic":
-                Jt[:, j + 2, :] = x2 * x2
-        elif bl == "exponential":
-            Jt[:, j, :] = ex
-            Jt[:, j + 1, :] = -q[:, 0:1] * x2 * ex
+        Jt = xp.empty((p.shape[0], self.n_params, f.shape[-1]), dtype=f.dtype)
+        for kind, q, col in self._columns():
+            Jt[:, col, :] = (env if kind is self.peak else benv)["d_" + q]
         return f, Jt
 
+    def component(self, i: int, x: Any, p: Any) -> Any:
+        """The ``i``-th peak (0-based) alone at ``x`` for coefficients ``p`` (``(P,)``)."""
+        npk = len(self.peak.params)
+        q = [np.asarray(v, dtype=float) for v in p[npk * i : npk * (i + 1)]]
+        return term_values(np.asarray(x, dtype=float), *q, kind=self.peak)
+
     # ------------------------------------------------------- reparameterising
+    def _remap(self, p: Any, table: str, x0: Any, sx: Any, sy: Any) -> Any:
+        from ._xp import get_xp
+
+        xp = get_xp(p)
+        out = p.copy()
+        n3 = self.n_peak_params
+        pk, bk = self.peak, self.baseline_kind
+        npk = len(pk.params)
+        env = {q: p[..., i:n3:npk] for i, q in enumerate(pk.params)}
+        env.update(x0=x0, sx=sx, sy=sy)
+        x0r, sxr, syr = _per_row(p, x0, sx, sy)
+        benv = {q: p[..., n3 + i] for i, q in enumerate(bk.params)}
+        benv.update(x0=x0r, sx=sxr, sy=syr)
+        ns = _namespace(xp)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            for kind, q, col in self._columns():
+                expr = getattr(kind, table).get(q, q)
+                out[..., col] = eval(_code(expr), ns, env if kind is pk else benv)
+        return out
+
     def rescale(self, p: Any, x0: float, sx: float, sy: float) -> Any:
         """Coefficients for ``x' = (x - x0)/sx``, ``y' = y/sy`` from those for ``x``, ``y``.
 
@@ -255,57 +660,11 @@ class GaussianModel:
         :meth:`unscale`. Polynomial baselines with ``x0 != 0`` mix their coefficients, so callers
         shift (``x0 != 0``) only when baseline bounds are infinite.
         """
-        out = p.copy()
-        k = 3 * self.n
-        out[..., 0:k:3] = p[..., 0:k:3] / sy
-        out[..., 1:k:3] = (p[..., 1:k:3] - x0) / sx
-        out[..., 2:k:3] = p[..., 2:k:3] / sx
-        x0, sx, sy = _per_row(p, x0, sx, sy)
-        q = p[..., k:]
-        bl = self.baseline
-        if bl == "constant":
-            out[..., k] = q[..., 0] / sy
-        elif bl == "linear":
-            out[..., k] = (q[..., 0] + q[..., 1] * x0) / sy
-            out[..., k + 1] = q[..., 1] * sx / sy
-        elif bl == "quadratic":
-            d0, d1, d2 = q[..., 0], q[..., 1], q[..., 2]
-            out[..., k] = (d0 + d1 * x0 + d2 * x0 * x0) / sy
-            out[..., k + 1] = (d1 + 2.0 * d2 * x0) * sx / sy
-            out[..., k + 2] = d2 * sx * sx / sy
-        elif bl == "exponential":
-            e1, e2 = q[..., 0], q[..., 1]
-            out[..., k] = e1 * np.exp(-e2 * x0) / sy
-            out[..., k + 1] = e2 * sx
-        return out
+        return self._remap(p, "rescale", x0, sx, sy)
 
     def unscale(self, p: Any, x0: float, sx: float, sy: float) -> Any:
         """Inverse of :meth:`rescale`."""
-        out = p.copy()
-        k = 3 * self.n
-        out[..., 0:k:3] = p[..., 0:k:3] * sy
-        out[..., 1:k:3] = p[..., 1:k:3] * sx + x0
-        out[..., 2:k:3] = p[..., 2:k:3] * sx
-        x0, sx, sy = _per_row(p, x0, sx, sy)
-        q = p[..., k:]
-        bl = self.baseline
-        if bl == "constant":
-            out[..., k] = q[..., 0] * sy
-        elif bl == "linear":
-            d1 = q[..., 1] * sy / sx
-            out[..., k + 1] = d1
-            out[..., k] = q[..., 0] * sy - d1 * x0
-        elif bl == "quadratic":
-            d2 = q[..., 2] * sy / (sx * sx)
-            d1 = q[..., 1] * sy / sx - 2.0 * d2 * x0
-            out[..., k + 2] = d2
-            out[..., k + 1] = d1
-            out[..., k] = q[..., 0] * sy - d1 * x0 - d2 * x0 * x0
-        elif bl == "exponential":
-            e2 = q[..., 1] / sx
-            out[..., k + 1] = e2
-            out[..., k] = q[..., 0] * sy * np.exp(e2 * x0)
-        return out
+        return self._remap(p, "unscale", x0, sx, sy)
 
     def unscale_jacobian(self, p: Any, x0: Any, sx: Any, sy: Any) -> Any:
         """``∂p/∂p'`` of :meth:`unscale` at scaled rows ``p`` (k, P): shape (k, P, P).
@@ -316,35 +675,19 @@ class GaussianModel:
 
         xp = get_xp(p)
         k, P = p.shape
-        n3 = 3 * self.n
         x0, sx, sy = (xp.broadcast_to(xp.asarray(v, dtype=float).reshape(-1), (k,))
                       for v in (x0, sx, sy))
         T = xp.zeros((k, P, P))
-        for j in range(self.n):
-            T[:, 3 * j, 3 * j] = sy
-            T[:, 3 * j + 1, 3 * j + 1] = sx
-            T[:, 3 * j + 2, 3 * j + 2] = sx
-        bl = self.baseline
-        i = n3
-        if bl == "constant":
-            T[:, i, i] = sy
-        elif bl == "linear":
-            T[:, i, i] = sy
-            T[:, i, i + 1] = -sy * x0 / sx
-            T[:, i + 1, i + 1] = sy / sx
-        elif bl == "quadratic":
-            T[:, i, i] = sy
-            T[:, i, i + 1] = -x0 * sy / sx
-            T[:, i, i + 2] = x0 * x0 * sy / (sx * sx)
-            T[:, i + 1, i + 1] = sy / sx
-            T[:, i + 1, i + 2] = -2.0 * x0 * sy / (sx * sx)
-            T[:, i + 2, i + 2] = sy / (sx * sx)
-        elif bl == "exponential":
-            e2 = p[:, i + 1] / sx
-            grow = xp.exp(e2 * x0)
-            T[:, i, i] = sy * grow
-            T[:, i, i + 1] = p[:, i] * sy * grow * x0 / sx
-            T[:, i + 1, i + 1] = 1.0 / sx
+        ns = _namespace(xp)
+        n3 = self.n_peak_params
+        groups = [(self.peak, o) for o in range(0, n3, len(self.peak.params))]
+        groups.append((self.baseline_kind, n3))
+        for kind, off in groups:
+            env = {q: p[:, off + i] for i, q in enumerate(kind.params)}
+            env.update(x0=x0, sx=sx, sy=sy)
+            for (qo, qi), expr in kind.unscale_jacobian.items():
+                T[:, off + kind.params.index(qo), off + kind.params.index(qi)] = eval(
+                    _code(expr), ns, dict(env))  # the checked term language
         return T
 
     def bound_scale(self) -> tuple[np.ndarray, np.ndarray]:
@@ -352,20 +695,10 @@ class GaussianModel:
 
         With ``x0 = 0`` every coefficient maps as ``p' = p * sx**xpow / sy**ypow``.
         """
-        k = 3 * self.n
         xpow = np.zeros(self.n_params)
         ypow = np.zeros(self.n_params)
-        ypow[0:k:3] = 1.0
-        xpow[1:k:3] = -1.0
-        xpow[2:k:3] = -1.0
-        bl = self.baseline
-        if bl in ("constant", "linear", "quadratic"):
-            for i in range(len(self.baseline_names)):
-                xpow[k + i] = i
-                ypow[k + i] = 1.0
-        elif bl == "exponential":
-            ypow[k] = 1.0
-            xpow[k + 1] = 1.0
+        for kind, q, col in self._columns():
+            xpow[col], ypow[col] = kind.units.get(q, (0, 0))
         return xpow, ypow
 
     def sort_peaks(self, p: Any) -> tuple[Any, Any]:

@@ -19,8 +19,9 @@ Stages of :func:`fit_block`:
 ``Scaling``
     x to ``[-1, 1]``, y to ``|y| <= 1`` per row (:mod:`peakfit.scaling`).
 ``solve``
-    the one call site of the least-squares solver (:func:`peakfit.solvers.lm.levenberg_marquardt`
-    with the backend's evaluator).
+    the one call site of the least-squares solver
+    (:func:`peakfit.solvers.least_squares.least_squares`: the full LM / trust-region loop or
+    variable projection, with the backend's evaluator).
 ``summarise``
     unscale, snap to bounds, sort the terms, states, goodness of fit, standard errors, quality
     flags; skipped for a single spectrum (``Spec.summary=False``), whose result is built from
@@ -52,7 +53,7 @@ from .result import (
     states_from_exitflags,
 )
 from .scaling import Scaling
-from .solvers.lm import levenberg_marquardt
+from .solvers.least_squares import least_squares, resolve_method
 from .start import estimate_start, initial_damping
 
 __all__ = ["Spec", "concat", "empty_result", "fit_block", "make_spec", "solve"]
@@ -75,6 +76,7 @@ class Spec:
     start_kwargs: dict[str, Any] = field(default_factory=dict)
     callback: Any = None  # per-iteration callback of the solver (Display 'iter')
     summary: bool = True  # False: the k = 1 short path (the result is built from the data)
+    method: str = "full"  # least-squares algorithm (peakfit.solvers.least_squares)
 
     def with_start(self, p: np.ndarray) -> Spec:
         """The same fit from the start ``p`` (e.g. the next IRLS pass)."""
@@ -85,12 +87,13 @@ def make_spec(
     model: GaussianModel, opts: FitOptions, *, start: Any = "auto", dtype: Any = np.float64,
     nan_policy: str = "pad", sort: bool = True, k: int | None = None,
     start_kwargs: dict[str, Any] | None = None, callback: Any = None, summary: bool = True,
-    stacklevel: int = 3,
+    method: str = "full", stacklevel: int = 3,
 ) -> Spec:
     """Resolve the start and the algorithm into a :class:`Spec` (warns when LM is switched).
 
     ``start`` is a method name or an array ``(P,)``/``(k, P)``; the options' ``StartPoint``
-    is used when ``start`` is a method name.
+    is used when ``start`` is a method name. ``method`` is the least-squares algorithm
+    (``'full'``, ``'vp'``, ``'auto'``: :func:`peakfit.solvers.least_squares.least_squares`).
     """
     P = model.n_params
     algorithm = opts.effective_algorithm(model)
@@ -98,15 +101,15 @@ def make_spec(
         warnings.warn("Levenberg-Marquardt cannot handle bounds; using Trust-Region instead "
                       "(MATLAB: curvefit:fit:usingTrustRegion)", FitWarning,
                       stacklevel=stacklevel)
-    method: str | None = None
+    start_method: str | None = None
     array: np.ndarray | None = None
     if opts.start_point is not None and (start is None or isinstance(start, str)):
         start = opts.start_point
     if start is None:
         start = "auto"
     if isinstance(start, str):
-        method = start.lower()
-        if method not in ("auto", "matlab"):
+        start_method = start.lower()
+        if start_method not in ("auto", "matlab"):
             raise InputError(f"unknown start method {start!r}: use 'auto', 'matlab' or an array")
     else:
         array = as_2d_float("start", to_numpy(start), np).astype(np.float64)
@@ -122,8 +125,10 @@ def make_spec(
         if not np.all(np.isfinite(array)):
             raise InputError("start contains non-finite values")
     lo, hi = opts.bounds(model)
-    return Spec(model, opts, algorithm, lo, hi, np.dtype(dtype), method, array,
-                str(nan_policy), bool(sort), dict(start_kwargs or {}), callback, bool(summary))
+    resolve_method(method, model, lo, hi)  # an unknown or inapplicable method fails here
+    return Spec(model, opts, algorithm, lo, hi, np.dtype(dtype), start_method, array,
+                str(nan_policy), bool(sort), dict(start_kwargs or {}), callback, bool(summary),
+                method)
 
 
 # =============================================================================================
@@ -386,9 +391,10 @@ def solve(backend: Backend, spec: Spec, scal: Scaling, xg: Any, Yg: Any, Wg: Any
         def callback(it: int, idx: Any, sse: Any, lam: Any) -> None:
             spec.callback(it, float(sse[0]) * float(sy[0, 0]) ** 2, float(lam[0]))
 
-    res = levenberg_marquardt(
+    res = least_squares(
         backend.make_evaluator(spec.model, xi, yi, sw), p0i, lo_i.astype(dt), hi_i.astype(dt),
-        tol_fun=spec.opts.tol_fun, tol_x=spec.opts.tol_x, max_iter=spec.opts.max_iter,
+        model=spec.model, method=spec.method, tol_fun=spec.opts.tol_fun,
+        tol_x=spec.opts.tol_x, max_iter=spec.opts.max_iter,
         max_fun_evals=spec.opts.max_fun_evals, algorithm=spec.algorithm,
         lam0=1.0 if spec.start_array is not None else initial_damping(spec.start_method),
         check_every=backend.check_every, callback=callback,

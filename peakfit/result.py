@@ -465,9 +465,7 @@ class GaussianFit:
 
     def component(self, i: int, x: Any) -> np.ndarray:
         """The ``i``-th Gaussian term alone (0-based) at ``x``."""
-        a, b, c = self.a[i], self.b[i], self.c[i]
-        t = (self._xin(x) - b) / c if c != 0 else np.zeros_like(np.asarray(x, float))
-        return a * np.exp(-(t**2)) if c != 0 else t
+        return self.model.component(i, self._xin(x), self.p)
 
     def baseline_values(self, x: Any) -> np.ndarray:
         """The baseline term alone at ``x``."""

@@ -68,6 +68,8 @@ class Scaling:
     def _may_shift(model: GaussianModel, lower: Any, upper: Any) -> bool:
         if model.baseline in ("none", "constant"):
             return True
+        if not model.baseline_kind.shifts:
+            return False
         k = 3 * model.n
         for b in (lower, upper):
             if b is not None and bool(np.any(np.isfinite(np.asarray(b)[..., k:]))):

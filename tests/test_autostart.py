@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_hard import SSE_TOL, make_hard  # noqa: E402
 from benchmarks.synth import FACTORS, generate, make_spectrum, success  # noqa: E402
 
 TIGHT = {"tol_fun": 1e-14, "tol_x": 1e-14, "max_iter": 2000, "max_fun_evals": 4000}
@@ -61,6 +62,27 @@ def test_success_rate_is_pinned(seed, count, fixed, pinned):
     assert auto.sum() >= truth.sum() - 1
     assert (truth & ~auto).sum() <= 1
     assert matlab.sum() <= auto.sum() - 10
+
+
+# Pinned on the hard set (benchmarks/bench_hard.py, run seed 5, 40 spectra of each baseline):
+# the default reaches the truth-started minimum in 25 (quadratic) and 31 (linear) of 40; the
+# edge-fitted baseline alone (before the asymmetric baseline, the pursuit candidate and the
+# separable coarse stage) reached 18 and 21.
+@pytest.mark.parametrize(("baseline", "pinned"), [("quadratic", 25), ("linear", 31)])
+def test_hard_set_success_with_a_baseline_is_pinned(baseline, pinned):
+    got = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(40):
+            s = make_hard(5, i, fixed={"baseline": baseline})
+            m = GaussianModel(s.n, baseline)
+            sse = {}
+            for key, start in (("truth", s.params), ("auto", "auto")):
+                r = peakfit.fit_gaussians(s.x, s.y, s.n, baseline=baseline, start=start)
+                res = s.y - m(s.x, r.p)
+                sse[key] = float(res @ res)
+            got += sse["auto"] <= (1 + SSE_TOL) * sse["truth"]
+    assert got >= pinned, f"{got} of 40, pinned {pinned}"
 
 
 def test_subset_covers_every_subgroup():

@@ -104,7 +104,7 @@ def test_gallery_pages_embed_output_and_figures(site):
               for p in gallery.iterdir() if p.is_dir() and p.name != "images"}
     assert counts == {"plot_4peaks": 1, "matlab_display": 1, "start_hard": 1, "batch_map": 1,
                       "compare_matlab": 0, "batch_folder": 0, "seed_4peaks": 0,
-                      "gd_figures": 13}
+                      "gd_figures": 16}
     page = (gallery / "plot_4peaks" / "index.html").read_text()
     assert "General model" not in page and "R-square 0.998708" in page
     assert "AGREE: all 9 coefficients" in (gallery / "compare_matlab" / "index.html").read_text()

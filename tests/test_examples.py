@@ -186,7 +186,7 @@ def test_gd_figures(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     out, figs = run_gallery_example("gd_figures.py", tmp_path, monkeypatch, capsys)
     n = int(re.match(r"(\d+) figures in", out).group(1))
-    assert n == len(figs) == 13
+    assert n == len(figs) == 16  # 13 + hogwild, hogwild_sparsity, saturation (issue #13)
     edge = float(re.search(r"edge found at ([\d.]+) x", out).group(1))
     assert 0.9 < edge < 1.1
     sizes = {tuple(f.get_size_inches() * f.dpi) for f in figs}

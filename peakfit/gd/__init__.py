@@ -12,6 +12,10 @@ sliding-window regression and a Gaussian peak ``a*exp(-((x-b)/c)**2)``:
   batch size buys;
 * :func:`gradient_second_moment` -- per-example gradient moments in one O(N) pass;
 * :func:`compare_weight_decay`, :func:`precision_study`, :func:`sparse_update_study`;
+* :func:`hogwild` -- asynchronous lock-free SGD on shared parameters (processes),
+  against :func:`sync_sgd`; :func:`delayed_sgd` models staleness;
+* :func:`saturation_study` -- tanh/sigmoid gradients that are exactly zero in float16;
+* :func:`diagnose_loss` -- which term and which input row made the loss NaN/Inf;
 * :func:`peakfit.gd.demo.run_demo` -- all figures and a Markdown report.
 
 Everything works on NumPy arrays and, unchanged, on CuPy arrays (never imported here).
@@ -54,7 +58,10 @@ from .diagnostics import (
     sparse_update_study,
     stability_limit,
 )
-from .optim import SGD, Adam, AdamW, GradScaler, Optimizer
+from .faults import LossFault, diagnose_loss
+from .hogwild import HogwildResult, delayed_sgd, delayed_stability_factor, hogwild, sync_sgd
+from .losses import PoissonRegression, RelativeErrorRegression
+from .optim import SGD, Adam, AdamW, GradScaler, Optimizer, coalesce, sgd_stability_factor
 from .problems import (
     EmbeddingRegression,
     GaussianPeak,
@@ -68,6 +75,7 @@ from .problems import (
     make_sliding_window,
     to_numpy,
 )
+from .saturation import SaturationStudy, TwoLayerNet, saturation_study, saturation_threshold
 from .train import (
     GradientNoise,
     History,
@@ -89,27 +97,38 @@ __all__ = [
     "GradScaler",
     "GradientNoise",
     "History",
+    "HogwildResult",
     "LRSweep",
     "LeastSquaresProblem",
     "LinearRegression",
+    "LossFault",
     "NoiseScale",
     "NonFiniteError",
     "Optimizer",
+    "PoissonRegression",
     "PrecisionStudy",
     "RangeTest",
+    "RelativeErrorRegression",
+    "SaturationStudy",
     "SlidingWindowRegression",
     "SparseStudy",
+    "TwoLayerNet",
     "WeightDecayComparison",
     "array_module",
     "batch_indices",
     "batch_size_study",
     "check_finite",
+    "coalesce",
     "compare_weight_decay",
+    "delayed_sgd",
+    "delayed_stability_factor",
+    "diagnose_loss",
     "fit_critical_batch",
     "gradient_second_moment",
     "gradient_second_moment_bruteforce",
     "gradient_variance",
     "hessian_eigenvalues",
+    "hogwild",
     "lambda_max",
     "linear_scaling_lr",
     "lr_range_test",
@@ -123,9 +142,13 @@ __all__ = [
     "per_example_grad_norms",
     "precision_study",
     "resolve_batch_size",
+    "saturation_study",
+    "saturation_threshold",
+    "sgd_stability_factor",
     "sparse_update_study",
     "stability_limit",
     "steps_per_epoch",
+    "sync_sgd",
     "to_numpy",
     "train",
 ]

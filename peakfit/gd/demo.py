@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ from .diagnostics import (
     sparse_update_study,
     stability_limit,
 )
-from .optim import SGD
+from .hogwild import delayed_sgd, delayed_stability_factor, hogwild, sync_sgd
+from .losses import PoissonRegression, RelativeErrorRegression
+from .optim import SGD, GradScaler
 from .problems import (
     LinearRegression,
     make_embedding,
@@ -38,13 +41,13 @@ from .problems import (
     make_linear,
     make_sliding_window,
 )
+from .saturation import _act, _dact, saturation_study
 from .train import GradientNoise, NonFiniteError, steps_per_epoch, train
 
 __all__ = ["run_demo"]
 
 
 _LAYOUT = {"constrained": True}
-_CLIP = 1e100  # plotted losses are clipped here (log axes overflow near 1e308)
 
 
 def _figure(ncols: int = 2, nrows: int = 1, size: tuple[float, float] | None = None) -> Any:
@@ -54,9 +57,29 @@ def _figure(ncols: int = 2, nrows: int = 1, size: tuple[float, float] | None = N
         fig = Figure(figsize=size or (5.0 * ncols, 3.8 * nrows), layout="constrained")
     else:  # quick mode: fixed margins, much faster than constrained layout
         fig = Figure(figsize=size or (5.2 * ncols, 4.0 * nrows))
-        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.32)
+        fig.subplots_adjust(
+            left=0.08,
+            right=0.98,
+            bottom=0.13 if nrows == 1 else 0.08,
+            top=0.9,
+            wspace=0.32,
+            hspace=0.45,
+        )
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     return fig, axes
+
+
+def _identical(curves: dict[str, np.ndarray]) -> list[tuple[list[str], np.ndarray]]:
+    """Group identical curves so that each is drawn once, labelled with all its names."""
+    groups: list[tuple[list[str], np.ndarray]] = []
+    for k, v in curves.items():
+        for names, ref in groups:
+            if np.array_equal(ref, v):
+                names.append(k)
+                break
+        else:
+            groups.append(([k], v))
+    return groups
 
 
 def _save(fig: Any, out: Path, name: str, figures: dict[str, str], dpi: int) -> None:
@@ -123,31 +146,39 @@ def _lr(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
     steps = 100 if quick else 300
     lam = lambda_max(p)
     lim = 2.0 / lam
-    sweep = lr_sweep(p, w0, steps=steps, lam_max=lam)
-    sweep_m = lr_sweep(p, w0, steps=steps, momentum=0.9, lam_max=lam)
+    variants = {
+        "GD": {},
+        "heavy ball β=0.9": {"momentum": 0.9},
+        "Nesterov β=0.9": {"momentum": 0.9, "nesterov": True},
+        "heavy ball β=0.9, dampening 0.5": {"momentum": 0.9, "dampening": 0.5},
+    }
+    sweeps = {k: lr_sweep(p, w0, steps=steps, lam_max=lam, **kw) for k, kw in variants.items()}
+    sweep, sweep_m = sweeps["GD"], sweeps["heavy ball β=0.9"]
     optimum = p.loss(p.solution())
+    l0 = p.loss(w0)
     finals = {}
     fig, ax = _figure(2)
-    for s, lab, limit in ((sweep, "GD", 2.0), (sweep_m, "momentum 0.9", 3.8)):
-        x = s.lrs * lam
-        # Inf/NaN runs are drawn at the top of the plot, not dropped
-        y = np.minimum(np.nan_to_num(s.final_loss, nan=_CLIP, posinf=_CLIP), _CLIP)
-        line = ax[0].loglog(x[~s.diverged], y[~s.diverged], "o", ms=4, label=f"{lab}: converged")[0]
-        ax[0].loglog(
-            x[s.diverged],
-            y[s.diverged],
-            "x",
-            color=line.get_color(),
-            label=f"{lab}: diverged (Inf/NaN drawn at {_CLIP:g})",
+    markers = ("o", "s", "^", "D")
+    top = 10.0  # diverged runs are drawn in a band above 1 (a converged run stays below 1)
+    for (lab, s), mk in zip(sweeps.items(), markers):
+        x = s.lrs / s.limit
+        rel = np.clip((s.final_loss - optimum) / (l0 - optimum), 1e-16, None)
+        conv = ~s.diverged
+        line = ax[0].loglog(x[conv], rel[conv], mk, ms=4, mfc="none", label=lab)[0]
+        ax[0].plot(
+            x[s.diverged], np.full(int(s.diverged.sum()), top), mk, ms=4, color=line.get_color()
         )
-        ax[0].axvline(limit, color=line.get_color(), ls="--", lw=1)
-    ax[0].axhline(optimum, color="gray", lw=0.8)
+    ax[0].axvline(1.0, color="k", ls="--", lw=1, label="theoretical limit of each variant")
+    ax[0].axhspan(2.0, 100.0, color="0.9", zorder=0)
+    ax[0].text(0.105, 25.0, "band: diverged runs (Inf/NaN or loss grew)", fontsize=7)
+    ax[0].text(0.105, 2e-16, "bottom edge: at L* to rounding (≤ 1e-16)", fontsize=7)
     ax[0].set(
-        xlabel="lr · λmax",
-        ylabel=f"loss after {steps} steps",
-        title="lr sweep: edge at lr·λmax = 2 (2+2β with momentum)",
+        xlabel="lr / limit  (GD 2/λ, heavy ball 2(1+β)/λ, Nesterov 2(1+β)/((1+2β)λ), ÷(1−τ))",
+        ylabel=f"(L − L*)/(L0 − L*) after {steps} steps",
+        title="lr sweep: every variant diverges at its own limit",
+        ylim=(5e-17, 100.0),
     )
-    ax[0].legend(fontsize=7)
+    ax[0].legend(fontsize=7, loc="center left")
     for f in (0.5, 0.95, 1.05):
         with np.errstate(over="ignore", invalid="ignore"):
             h = train(
@@ -161,8 +192,8 @@ def _lr(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
                 guard=False,
             )
         finals[f] = p.loss(h.params) if np.isfinite(h.params).all() else math.inf
-        ax[1].semilogy(np.minimum(h.loss, _CLIP), label=f"lr = {f:g} · 2/λmax")
-    ax[1].set(xlabel="step", ylabel="loss", title="just below vs just above the edge")
+        ax[1].semilogy(h.loss - optimum, label=f"lr = {f:g} · 2/λmax")
+    ax[1].set(xlabel="step", ylabel="L − L* (batch = all data)", title="just below vs above 2/λmax")
     ax[1].legend()
     _save(fig, out, "lr_sweep", figs, dpi)
 
@@ -175,6 +206,8 @@ def _lr(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
         "edge_found": sweep.edge,
         "edge_ratio": sweep.edge_ratio,
         "edge_ratio_momentum_0.9": sweep_m.edge_ratio,
+        "edge_brackets": {k: list(v.bracket_ratio) for k, v in sweeps.items()},
+        "limits": {k: v.limit * lam for k, v in sweeps.items()},
         "final_loss_0.95": finals[0.95],
         "final_loss_1.05": finals[1.05],
         "optimum_loss": optimum,
@@ -245,16 +278,24 @@ def _lr(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
             eval_full=False,
             guard=False,
         )
-    ax[0].semilogy(
-        np.where(np.isfinite(h.loss), np.minimum(h.loss, _CLIP), np.nan), label="loss (guard off)"
-    )
+    fin = np.isfinite(h.loss)
+    # log10 on a linear axis: a log axis cannot place ticks near float64's 1.8e308
+    ax[0].plot(np.flatnonzero(fin), np.log10(h.loss[fin]), label="loss (guard off), finite steps")
+    ax[0].axhline(np.log10(np.finfo(float).max), color="k", lw=0.8, ls=":", label="float64 max")
+    first_bad = int(np.flatnonzero(~fin)[0]) if (~fin).any() else -1
+    if first_bad >= 0:
+        ax[0].axvspan(
+            first_bad, len(h.loss), color="0.9", label=f"loss = inf/NaN from step {first_bad}"
+        )
     try:
         train(p, w0, SGD(lr=lr_bad), epochs=2000, batch_size=p.n, shuffle=False, lam_max=lam)
         msg, step = "", -1
     except NonFiniteError as err:
         msg, step = str(err), err.step
-    ax[0].axvline(step, color="r", ls="--", label=f"guard raises at step {step}")
-    ax[0].set(xlabel="step", ylabel="loss", title=f"lr = {factor:g}/λmax: divergence to Inf/NaN")
+    ax[0].axvline(step, color="r", ls="--", lw=1.5, label=f"guard raises at step {step}")
+    ax[0].set(
+        xlabel="step", ylabel="log10(loss)", title=f"lr = {factor:g}/λmax: divergence to Inf/NaN"
+    )
     ax[0].legend()
     _save(fig, out, "nan_guard", figs, dpi)
     X = p.X.copy()
@@ -268,6 +309,7 @@ def _lr(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
         "lr": lr_bad,
         "lr_factor": factor,
         "step": step,
+        "first_nonfinite_step": first_bad,
         "message": msg,
         "data_message": data_msg,
     }
@@ -324,72 +366,112 @@ def _nonlinear(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
 
 
 def _batch(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
-    p = make_linear(4096, 8, scales=np.ones(8), noise=1.0, seed=0)
+    # condition number 25 and a target 1000x below the start: even the full batch needs
+    # more than a handful of steps, so the S(B) curve is resolved
+    p = make_linear(4096, 8, scales=np.linspace(1.0, 5.0, 8), noise=1.0, seed=0)
     w0 = np.zeros(p.dim)
     ws = p.solution()
     l_star, l0 = p.loss(ws), p.loss(w0)
-    frac = 0.03
+    frac = 1e-3
     target = l_star + frac * (l0 - l_star)
-    w_t = ws + math.sqrt(frac) * (w0 - ws)  # exactly at the target loss (quadratic)
+    w_t = ws + math.sqrt(frac) * (w0 - ws)  # on the segment, at the target loss
     exact = noise_scale(p, w_t)
-    est = noise_scale_two_batch(p, w_t, 8, 512, draws=1000 if quick else 4000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # its SE is reported instead
+        est = noise_scale_two_batch(p, w_t, 8, 512, draws=1000 if quick else 4000)
     bss = [2, 8, 32, 128, 512] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
     seeds = (0, 1) if quick else (0, 1, 2)
     st = batch_size_study(p, w0, bss, target_loss=target, seeds=seeds, max_steps=3000)
     lim = stability_limit(p)
     fig, ax = _figure(3)
     bb = np.geomspace(min(bss), max(bss), 100)
-    ax[0].loglog(st.batch_sizes, st.steps, "o", label="measured (best lr per B)")
+    ax[0].loglog(st.batch_sizes, st.steps, "o", label="measured (best lr per B, median)")
     ax[0].loglog(
-        bb, st.s_min * (1 + st.b_crit / bb), "-", label=f"S_min(1+B_crit/B), B_crit={st.b_crit:.0f}"
+        bb,
+        st.s_min * (1 + st.b_crit / bb),
+        "-",
+        label=f"fit S_min(1+B_crit/B): B_crit={st.b_crit:.3g}",
     )
     ax[1].loglog(st.batch_sizes, st.examples, "o", label="measured")
-    ax[1].loglog(bb, st.s_min * (bb + st.b_crit), "-", label="E_min(1+B/B_crit)")
+    ax[1].loglog(bb, st.s_min * (bb + st.b_crit), "-", label="fit E_min(1+B/B_crit)")
     ax[2].loglog(st.batch_sizes, st.best_lr, "o", label="best lr of the grid")
     ax[2].loglog(bb, st.best_lr[0] * bb / st.batch_sizes[0], "--", label="linear scaling lr ∝ B")
     ax[2].axhline(lim, color="k", lw=1, label="2/λmax (stability limit)")
     ax[2].set_ylim(0.5 * st.best_lr.min(), 2 * lim)
     for a in ax:
-        a.axvline(exact.b_simple, color="r", ls=":", label=f"B_simple={exact.b_simple:.0f}")
+        a.axvline(exact.b_simple, color="r", ls=":", label=f"B_simple={exact.b_simple:.3g}")
+        a.axvline(exact.b_noise, color="m", ls="-.", label=f"B_noise={exact.b_noise:.3g}")
         a.set_xlabel("batch size B")
-    ax[0].set(ylabel="steps to target", title="steps flatten beyond B_crit ≈ B_simple")
+    ax[0].set(
+        ylabel="steps to target (L − L* = 0.1 % of L0 − L*)",
+        title=f"measured here: B_crit = {st.b_crit / exact.b_simple:.2f} × B_simple",
+    )
     ax[1].set(ylabel="examples to target", title="examples grow beyond B_crit")
-    ax[2].set(ylabel="learning rate", title="optimal lr ∝ B, then saturates")
+    ax[2].set(ylabel="learning rate", title="best lr ∝ B, then limited by 2/λmax")
     for a in ax:
         a.legend(fontsize=7)
     _save(fig, out, "batch_size", figs, dpi)
 
-    # noise scale along training
-    h = train(
-        p, w0, SGD(lr=0.05 * lim), epochs=4 if quick else 8, batch_size=32, record_params=True
+    # noise scale along training: ~30 snapshots, log-spaced in steps
+    steps_total = 1500 if quick else 4000
+    keep = set(np.unique(np.geomspace(1, steps_total, 30).astype(int)).tolist())
+    snaps = [np.zeros(p.dim)]
+    train(
+        p,
+        w0,
+        SGD(lr=0.05 * lim),
+        epochs=math.ceil(steps_total * 32 / p.n),
+        batch_size=32,
+        max_steps=steps_total,
+        eval_full=False,
+        callback=lambda k, w: snaps.append(w.copy()) if k + 1 in keep else None,
     )
     fig, ax = _figure(1, size=(6.5, 4.2))
-    losses, ex, es, err = [], [], [], []
-    for w in h.snapshots:
+    losses, ex, es, err, rel = [], [], [], [], []
+    for w in snaps:
         losses.append(p.loss(w) - l_star)
         ex.append(noise_scale(p, w).b_simple)
-        e = noise_scale_two_batch(p, w, 8, 512, draws=200 if quick else 800, seed=1)
+        e = noise_scale_two_batch(p, w, 8, 512, draws=150 if quick else 600, seed=1, warn_rse=None)
         es.append(e.b_simple)
-        err.append(e.b_simple * math.hypot(e.trace_sigma_se / e.trace_sigma, e.g2_se / e.g2))
-    ax[0].loglog(losses, ex, "o-", label="exact tr(Σ)/|G|²")
-    ax[0].errorbar(losses, es, yerr=err, fmt="s", ms=4, label="two-batch estimate (8, 512) ± SE")
-    ax[0].set(
-        xlabel="excess loss L - L*",
-        ylabel="B_simple",
-        title="noise scale grows as the loss decreases",
+        err.append(e.b_simple_se)
+        rel.append(e.relative_se)
+    losses, es, err, rel = map(np.asarray, (losses, es, err, rel))
+    ok = rel <= 0.25
+    ax[0].loglog(losses, ex, "-", color="k", label="exact tr(Σ)/|G|²")
+    ax[0].errorbar(losses[ok], es[ok], yerr=err[ok], fmt="s", ms=4, label="two-batch (8, 512) ± SE")
+    ax[0].errorbar(
+        losses[~ok],
+        np.abs(es[~ok]),
+        yerr=np.minimum(err[~ok], 0.99 * np.abs(es[~ok])),
+        fmt="s",
+        ms=4,
+        mfc="none",
+        color="C3",
+        label="same, SE > 25 % (warned: unreliable)",
     )
-    ax[0].legend()
+    ax[0].set(
+        xlabel="excess loss L − L*",
+        ylabel="B_simple",
+        title=f"noise scale grows as the loss falls ({len(snaps)} snapshots)",
+    )
+    ax[0].invert_xaxis()
+    ax[0].legend(fontsize=8)
     _save(fig, out, "noise_scale", figs, dpi)
     num["batch"] = {
         "target_loss": target,
         "b_simple_exact": exact.b_simple,
+        "b_noise_exact": exact.b_noise,
         "b_simple_two_batch": est.b_simple,
+        "b_simple_two_batch_se": est.b_simple_se,
         "b_simple_ratio": est.b_simple / exact.b_simple,
         "b_crit_fit": st.b_crit,
         "s_min_fit": st.s_min,
         "batch_sizes": [int(b) for b in st.batch_sizes],
         "steps": [float(s) for s in st.steps],
         "best_lr_over_limit": [float(v) for v in st.best_lr / lim],
+        "snapshots": len(snaps),
+        "snapshots_unreliable": int((~ok).sum()),
+        "largest_rel_se_near_optimum": float(rel[-1]),
     }
 
 
@@ -406,13 +488,15 @@ def _per_example(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> Non
     ax[0].plot(np.asarray(g.x), norms, ".", ms=3)
     ax[0].set(xlabel="x", ylabel="|∇ℓ_i|", title="per-example gradient norms (Gaussian peak)")
     k = np.arange(3)
-    ax[1].bar(k - 0.2, fast, 0.4, label=f"O(N) pass ({(t1 - t0) * 1e3:.2f} ms)")
-    ax[1].bar(k + 0.2, brute, 0.4, label=f"loop ({(t2 - t1) * 1e3:.1f} ms)")
+    ax[1].semilogy(k, fast, "o", ms=9, mfc="none", label=f"O(N) pass ({(t1 - t0) * 1e3:.2f} ms)")
+    ax[1].semilogy(k, brute, "x", ms=9, label=f"loop over examples ({(t2 - t1) * 1e3:.1f} ms)")
     ax[1].set(
         xticks=k,
         xticklabels=["a", "b", "c"],
-        yscale="log",
-        title="mean of squared per-example gradients",
+        xlim=(-0.5, 2.5),
+        xlabel="parameter",
+        ylabel="(1/N) Σ_i (∂ℓ_i/∂w)²",
+        title=f"E[g_i²]: O(N) = loop to {float(np.max(np.abs(fast - brute) / np.abs(brute))):.0e}",
     )
     ax[1].legend()
     _save(fig, out, "per_example", figs, dpi)
@@ -443,10 +527,16 @@ def _weight_decay(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> No
         title="final weights: Adam+L2 → ridge; AdamW ≠ ridge",
     )
     ax[0].legend(fontsize=7)
-    ax[1].bar(k, c.adam_effective_decay, label="Adam+L2: lr·λ/(√v̂+ε)")
-    ax[1].axhline(c.adamw_decay, color="r", ls="--", label="AdamW: lr·λ")
-    ax[1].set(xticks=k, yscale="log", title="effective per-step decay at the end")
-    ax[1].legend()
+    styles = {"adam_l2": "-", "adamw": "-", "sgd_l2": "-", "sgd_decoupled": ":"}
+    for name, dist in c.dist_to_ridge.items():
+        ax[1].semilogy(np.arange(1, len(dist) + 1), dist, styles[name], lw=1.5, label=name)
+    ax[1].set(
+        xscale="log",
+        xlabel="step",
+        ylabel="|w_t − ridge| / |ridge|",
+        title="distance to the ridge solution",
+    )
+    ax[1].legend(fontsize=8)
     _save(fig, out, "weight_decay", figs, dpi)
     rn = float(np.linalg.norm(c.ridge))
     num["weight_decay"] = {
@@ -538,13 +628,13 @@ def _precision(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
 def _sparse(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
     st = sparse_update_study(make_embedding(2000, 500, 4), steps=40 if quick else 100)
     fig, ax = _figure(2)
-    ax[0].plot(st.rows_seen, "k--", label="rows in the batch")
-    for k, v in st.rows_changed.items():
-        ax[0].plot(v, label=k)
+    groups = _identical({"rows in the batch": st.rows_seen, **st.rows_changed})
+    for (names, v), ls in zip(groups, ("-", "--", ":", "-.")):
+        ax[0].plot(v, ls, lw=2 if len(names) > 1 else 1.2, label=" = ".join(names))
     ax[0].set(xlabel="step", ylabel="rows changed", title=f"{st.num_rows}-row embedding, B=32")
     ax[0].legend(fontsize=7)
-    for k, v in st.rare_trajectory.items():
-        ax[1].plot(v, label=k)
+    for (names, v), ls in zip(_identical(st.rare_trajectory), ("-", "--", ":", "-.", (0, (1, 3)))):
+        ax[1].plot(v, ls=ls, lw=1.5, label=" = ".join(names))
     ax[1].axvline(st.rare_step, color="gray", ls=":", label="only time the row is seen")
     ax[1].set(xlabel="step", ylabel="row value", title=f"row {st.rare_row}, seen once")
     ax[1].legend(fontsize=7)
@@ -559,6 +649,307 @@ def _sparse(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
             st.rare_trajectory["momentum_lazy"][-1]
             - st.rare_trajectory["momentum_lazy"][st.rare_step]
         ),
+    }
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
+    return {
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "load_1min_before": float(load[0]),
+    }
+
+
+def _delayed_edge(p: Any, w0: Any, lam: float, tau: int, steps: int) -> tuple[float, float]:
+    """Bisect the lr·λmax at which delayed GD (staleness tau) stops converging."""
+    lo, hi = 0.05, 2.2
+    l0 = p.loss(w0)
+    for _ in range(12):
+        mid = math.sqrt(lo * hi)
+        curve = delayed_sgd(p, w0, mid / lam, tau=tau, steps=steps)
+        if curve[-1] < l0 and np.isfinite(curve[-1]):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+def _hogwild(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
+    p = make_linear(2000, 20, seed=0)
+    lam = lambda_max(p)
+    w0 = np.zeros(p.dim)
+    l_star = p.loss(p.solution())
+    opt = SGD(lr=0.2 / lam)
+    steps = 1500 if quick else 5000
+    counts = (1, 2, 4) if quick else (1, 2, 4, 8)
+    runs = {
+        k: hogwild(p, w0, opt, workers=k, steps=steps, batch_size=8, timeout=120) for k in counts
+    }
+    sync = sync_sgd(p, w0, opt, steps=2 * steps, batch_size=8, trace_every=max(1, steps // 50))
+    torch_run = None
+    try:
+        import torch  # noqa: F401
+
+        torch_run = hogwild(
+            p, w0, opt, workers=2, steps=steps, batch_size=8, backend="torch", timeout=120
+        )
+    except ImportError:
+        pass
+    fig, ax = _figure(2, 2, size=(11.0, 8.0))
+    ax = ax.ravel()
+    ax[0].plot(counts, [runs[k].updates_per_s for k in counts], "o-", label="Hogwild (NumPy)")
+    if torch_run is not None:
+        ax[0].plot([2], [torch_run.updates_per_s], "s", label="Hogwild (torch, 2 workers)")
+    ax[0].axhline(sync.updates_per_s, color="k", ls="--", label="synchronous SGD (1 process)")
+    ax[0].set(
+        xlabel="worker processes",
+        ylabel="updates / s (all workers)",
+        xticks=list(counts),
+        title=f"throughput on {_machine()['cpus']} CPUs (shared machine)",
+    )
+    ax[0].legend(fontsize=8)
+    h2 = runs[2]
+    for r, lab in (
+        (sync, "synchronous SGD"),
+        (h2, "Hogwild, 2 workers"),
+        (runs[counts[-1]], f"Hogwild, {counts[-1]} workers"),
+    ):
+        ax[1].semilogy(r.trace_time, r.trace_loss - l_star, ".-", ms=3, label=lab)
+        ax[2].semilogy(r.trace_updates, r.trace_loss - l_star, ".-", ms=3, label=lab)
+    ax[1].set(xlabel="wall time (s)", ylabel="L − L*", title="loss against wall time")
+    ax[2].set(
+        xlabel="total updates (all workers)",
+        ylabel="L − L*",
+        title="loss against updates: asynchrony costs little here",
+    )
+    ax[1].legend(fontsize=8)
+    ax[2].legend(fontsize=8)
+    # staleness: delayed gradient descent, measured edge vs Levin & May
+    ps = make_linear(300, 3, seed=0)
+    lam_s = lambda_max(ps)
+    taus = [0, 1, 2, 4, 8] if quick else [0, 1, 2, 3, 4, 6, 8, 12, 16]
+    edges = [_delayed_edge(ps, np.zeros(3), lam_s, t, 300 if quick else 600) for t in taus]
+    tt = np.arange(0, max(taus) + 1)
+    ax[3].plot(tt, [delayed_stability_factor(int(t)) for t in tt], "-", label="2cos(τπ/(2τ+1))")
+    ax[3].errorbar(
+        taus,
+        [math.sqrt(a * b) for a, b in edges],
+        yerr=np.array(
+            [[math.sqrt(a * b) - a for a, b in edges], [b - math.sqrt(a * b) for a, b in edges]]
+        ),
+        fmt="o",
+        label="measured edge (bisection bracket)",
+    )
+    ax[3].set(
+        xlabel="staleness τ (gradient τ steps old)",
+        ylabel="largest stable lr · λmax",
+        title="stale gradients shrink the stable lr ≈ π/(2τ)",
+    )
+    ax[3].legend(fontsize=8)
+    _save(fig, out, "hogwild", figs, dpi)
+
+    # sparsity: conflicts of dense vs sparse updates
+    e_uni = make_embedding(20000, 5000, 4, zipf=0.0, seed=0)
+    e_zipf = make_embedding(20000, 5000, 4, zipf=1.3, seed=0)
+    sp_steps = 1000 if quick else 4000
+    tables = {"sparse, Zipf rows": e_zipf, "sparse, uniform rows": e_uni}
+    sparse_runs = {
+        "dense (linear, 20 params)": hogwild(
+            p, w0, opt, workers=2, steps=sp_steps, batch_size=2, timeout=120
+        ),
+        **{
+            name: hogwild(
+                e,
+                np.zeros(e.shape),
+                SGD(lr=0.5, lazy=True),
+                workers=2,
+                steps=sp_steps,
+                batch_size=2,
+                timeout=120,
+            )
+            for name, e in tables.items()
+        },
+    }
+    sync_sp = sync_sgd(
+        e_uni,
+        np.zeros(e_uni.shape),
+        SGD(lr=0.5, lazy=True),
+        steps=2 * sp_steps,
+        batch_size=2,
+        trace_every=max(1, sp_steps // 25),
+    )
+    fig, ax = _figure(2)
+    names = list(sparse_runs)
+    per = [sparse_runs[k].conflicts_per_overlap for k in names]
+    ax[0].bar(range(3), np.nan_to_num(per), 0.5)
+    for i, k in enumerate(names):
+        r = sparse_runs[k]
+        ax[0].text(
+            i,
+            np.nan_to_num(per[i]),
+            f"{per[i]:.1%} of {r.overlap_fraction:.1%}\noverlapping",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax[0].set(
+        xticks=range(3),
+        xticklabels=[n.replace(", ", ",\n") for n in names],
+        ylabel="conflicts per overlapping update",
+        ylim=(0, 1.25),
+        title="Hogwild's premise: sparse updates rarely collide (2 workers, B=2)",
+    )
+    for r, lab in (
+        (sync_sp, "synchronous SGD"),
+        (sparse_runs["sparse, uniform rows"], "Hogwild, 2 workers"),
+    ):
+        ax[1].semilogy(r.trace_updates, r.trace_loss, ".-", ms=3, label=lab)
+    ax[1].set(xlabel="total updates", ylabel="loss", title="5000-row embedding, uniform rows")
+    ax[1].legend()
+    _save(fig, out, "hogwild_sparsity", figs, dpi)
+    num["hogwild"] = {
+        "machine": _machine(),
+        "steps_per_worker": steps,
+        "updates_per_s": {k: runs[k].updates_per_s for k in counts},
+        "updates_per_s_sync": sync.updates_per_s,
+        "updates_per_s_torch_2": None if torch_run is None else torch_run.updates_per_s,
+        "staleness_mean": {k: runs[k].staleness_mean for k in counts},
+        "staleness_max": {k: runs[k].staleness_max for k in counts},
+        "excess_loss_final": {k: runs[k].trace_loss[-1] - l_star for k in counts},
+        "excess_loss_sync": float(sync.trace_loss[-1] - l_star),
+        "conflicts": {k: v.conflict_fraction for k, v in sparse_runs.items()},
+        "overlaps": {k: v.overlap_fraction for k, v in sparse_runs.items()},
+        "conflicts_per_overlap": {k: v.conflicts_per_overlap for k, v in sparse_runs.items()},
+        "sparse_loss_hogwild": float(sparse_runs["sparse, uniform rows"].trace_loss[-1]),
+        "sparse_loss_sync": float(sync_sp.trace_loss[-1]),
+        "delayed_taus": taus,
+        "delayed_edges": [list(e) for e in edges],
+        "delayed_theory": [delayed_stability_factor(int(t)) for t in taus],
+    }
+
+
+def _saturation(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
+    st = saturation_study(
+        n=256 if quick else 512, hidden=16 if quick else 32, steps=100 if quick else 300
+    )
+    fig, ax = _figure(3, size=(15.0, 4.2))
+    z = np.linspace(0.0, 20.0, 4001)
+    for act, color in (("tanh", "C0"), ("sigmoid", "C1")):
+        for dt, ls in (("float16", "-"), ("float32", "--")):
+            zz = z.astype(dt)
+            d = _dact(act, zz, _act(act, zz)).astype(float)
+            keep = d > 0
+            ax[0].semilogy(z[keep], d[keep], ls, color=color, label=f"{act}′, {dt}")
+            thr = st.thresholds[act][dt]
+            ax[0].axvline(thr, color=color, ls=ls, lw=0.8)
+            ax[0].text(
+                thr, 1e-14 if dt == "float16" else 1e-16, f" {thr:.3g}", color=color, fontsize=7
+            )
+    ax[0].set(
+        xlabel="pre-activation z",
+        ylabel="derivative (from the rounded output)",
+        title="exactly 0 right of each vertical line",
+        ylim=(1e-17, 2.0),
+    )
+    ax[0].legend(fontsize=7)
+    names = list(st.loss)
+    k = np.arange(len(names))
+    ax[1].bar(
+        k - 0.2, [st.dead_start[n] for n in names], 0.4, label="zero derivative on every example"
+    )
+    ax[1].bar(k + 0.2, [st.frozen[n] for n in names], 0.4, label="weights never changed")
+    ax[1].set(
+        xticks=k,
+        xticklabels=names,
+        ylabel=f"hidden units (of {st.hidden})",
+        title=f"dead units after {len(st.loss[names[0]]) - 1} steps",
+    )
+    ax[1].tick_params(axis="x", labelsize=7, labelrotation=25)
+    for lab in ax[1].get_xticklabels():
+        lab.set_horizontalalignment("right")
+    ax[1].legend(fontsize=7)
+    for n in names:
+        ax[2].semilogy(st.loss[n], label=n)
+    ax[2].set(xlabel="step", ylabel="float64 loss", title="the loss: live units compensate")
+    ax[2].legend(fontsize=7)
+    _save(fig, out, "saturation", figs, dpi)
+    num["saturation"] = {
+        "thresholds": st.thresholds,
+        "hidden": st.hidden,
+        "dead_start": st.dead_start,
+        "dead_end": st.dead_end,
+        "frozen": st.frozen,
+        "skipped": st.skipped,
+        "unused_unchanged": st.unused_unchanged,
+        "final_loss": {n: float(v[-1]) for n, v in st.loss.items()},
+    }
+
+
+def _faults(out: Path, quick: bool, num: dict, figs: dict, dpi: int) -> None:
+    msgs = {}
+
+    def catch(name: str, fn: Any) -> None:
+        try:
+            with np.errstate(all="ignore"):
+                fn()
+            msgs[name] = ""
+        except NonFiniteError as err:
+            msgs[name] = str(err)
+
+    X = np.column_stack([np.ones(6), [0.0, 1.0, 2.0, 0.0, 1.0, 2.0]])
+    y = np.array([1.0, 2.0, 3.0, 1.0, 0.0, 2.0])
+    catch(
+        "log(0)",
+        lambda: train(
+            PoissonRegression(X, y), np.array([0.0, 1.0]), SGD(lr=0.01), batch_size=6, shuffle=False
+        ),
+    )
+    y0 = np.array([1.0, 0.0, 2.0, 3.0, 0.0, 1.0])
+    catch(
+        "0/0",
+        lambda: train(
+            RelativeErrorRegression(X, y0), np.zeros(2), SGD(lr=0.01), batch_size=6, shuffle=False
+        ),
+    )
+    g = make_gaussian_peak(50)
+    catch("c = 0", lambda: train(g, np.array([2.0, 0.3, 0.0]), SGD(lr=0.01), batch_size=50))
+    p = make_linear(1000, 5, seed=0)
+    lam = lambda_max(p)
+    catch(
+        "scale collapse",
+        lambda: train(
+            p.with_dtype(np.float16),
+            np.zeros(5, dtype=np.float32),
+            SGD(lr=3.0 / lam),
+            epochs=400,
+            batch_size=p.n,
+            shuffle=False,
+            scaler=GradScaler(),
+        ),
+    )
+    with np.errstate(all="ignore"):
+        free = train(
+            p.with_dtype(np.float16),
+            np.zeros(5, dtype=np.float32),
+            SGD(lr=3.0 / lam),
+            epochs=400,
+            batch_size=p.n,
+            shuffle=False,
+            scaler=GradScaler(),
+            guard=False,
+            eval_full=False,
+        )
+    num["faults"] = {
+        "messages": msgs,
+        "unguarded_skipped": int(free.skipped.sum()),
+        "unguarded_final_scale": float(free.loss_scale[-1]),
     }
 
 
@@ -607,8 +998,14 @@ def _report(num: dict, figs: dict, quick: bool, seconds: float) -> str:
         f"- Hessian of the loss differentiated: λmax = {lr['lambda_max']:.6g}, "
         f"λmin = {lr['lambda_min']:.4g}, κ = {lr['kappa']:.4g}; 2/λmax = "
         f"{lr['limit_2_over_lambda_max']:.6g}.",
-        f"- lr sweep edge = {lr['edge_found']:.6g}, i.e. **{lr['edge_ratio']:.4f} × 2/λmax**; "
-        f"with momentum 0.9: {lr['edge_ratio_momentum_0.9']:.4f} × 3.8/λmax.",
+        "- lr sweep, edge bracketed by bisection (largest converging, smallest diverging lr, "
+        "in units of each variant's limit): "
+        + "; ".join(
+            f"{k} (limit {lr['limits'][k]:.4g}/λmax): [{a:.4f}, {b:.4f}]"
+            for k, (a, b) in lr["edge_brackets"].items()
+        )
+        + ". The bracket width is the sweep's resolution (bisection to 0.5 %), not a "
+        "property of the problem.",
         f"- Loss after the run at 0.95 · 2/λmax: {lr['final_loss_0.95']:.6g} "
         f"(optimum {lr['optimum_loss']:.6g}); at 1.05 · 2/λmax: {lr['final_loss_1.05']:.3g}.",
         f"- Optimal lr 2/(λmin+λmax) = {lr['optimal_lr']:.4g}; error contraction per step "
@@ -631,7 +1028,8 @@ def _report(num: dict, figs: dict, quick: bool, seconds: float) -> str:
         "",
         "## NaN guard",
         "",
-        f"- lr = {gd['lr_factor']:g}/λmax: `{gd['message']}`",
+        f"- lr = {gd['lr_factor']:g}/λmax: the loss is Inf/NaN from step "
+        f"{gd['first_nonfinite_step']}; `{gd['message']}`",
         f"- NaN in X[417, 2]: `{gd['data_message']}`",
         "",
         "![](nan_guard.png)",
@@ -641,11 +1039,20 @@ def _report(num: dict, figs: dict, quick: bool, seconds: float) -> str:
         f"- At the target loss {bt['target_loss']:.4g}: exact B_simple = "
         f"{bt['b_simple_exact']:.4g}; two-batch estimate = {bt['b_simple_two_batch']:.4g} "
         f"(ratio {bt['b_simple_ratio']:.3f}).",
+        f"  Its standard error is {bt['b_simple_two_batch_se']:.3g}.",
         f"- Fit S = S_min(1 + B_crit/B): S_min = {bt['s_min_fit']:.3g}, "
-        f"B_crit = {bt['b_crit_fit']:.4g} = {bt['b_crit_fit'] / bt['b_simple_exact']:.2f} × "
-        "B_simple.",
+        f"B_crit = {bt['b_crit_fit']:.4g}, measured here "
+        f"{bt['b_crit_fit'] / bt['b_simple_exact']:.2f} × B_simple and "
+        f"{bt['b_crit_fit'] / bt['b_noise_exact']:.2f} × B_noise (Hessian-weighted, "
+        f"{bt['b_noise_exact']:.4g}); the ratio depends on the problem and the target: "
+        "it is a measurement, not a rule.",
         f"- B = {bt['batch_sizes']}: steps {_fmt(bt['steps'])}; best lr in units of 2/λmax "
         f"{_fmt(bt['best_lr_over_limit'])}.",
+        "",
+        f"- Noise scale along training: {bt['snapshots']} snapshots; "
+        f"{bt['snapshots_unreliable']} two-batch estimates have a standard error above 25 % "
+        f"(hollow markers; the estimator warns); at the last snapshot, nearest the optimum, "
+        f"the relative SE is {bt['largest_rel_se_near_optimum']:.0%}.",
         "",
         "![](batch_size.png) ![](noise_scale.png)",
         "",
@@ -693,8 +1100,77 @@ def _report(num: dict, figs: dict, quick: bool, seconds: float) -> str:
         "",
         "![](sparse.png)",
         "",
+        *_report_new(num),
     ]
     return "\n".join(lines)
+
+
+def _report_new(num: dict) -> list[str]:
+    hw, sa, fa = num["hogwild"], num["saturation"], num["faults"]
+    m = hw["machine"]
+    ups = ", ".join(f"{k}: {v:.0f}" for k, v in hw["updates_per_s"].items())
+    stale = ", ".join(
+        f"{k}: {hw['staleness_mean'][k]:.2f} (max {hw['staleness_max'][k]})"
+        for k in hw["staleness_mean"]
+    )
+    exl = ", ".join(f"{k}: {v:.3g}" for k, v in hw["excess_loss_final"].items())
+    conf = "; ".join(
+        f"{k} {v:.2%} of all updates, {hw['conflicts_per_overlap'][k]:.1%} of the "
+        f"{hw['overlaps'][k]:.1%} that overlapped another"
+        for k, v in hw["conflicts"].items()
+    )
+    edges = ", ".join(
+        f"τ={t}: [{a:.3f}, {b:.3f}] (theory {th:.3f})"
+        for t, (a, b), th in zip(hw["delayed_taus"], hw["delayed_edges"], hw["delayed_theory"])
+    )
+    torch_ups = hw["updates_per_s_torch_2"]
+    th = sa["thresholds"]
+    dead = ", ".join(f"{k}: {v}" for k, v in sa["dead_end"].items())
+    frozen = ", ".join(f"{k}: {v}" for k, v in sa["frozen"].items())
+    fl = ", ".join(f"{k}: {v:.3g}" for k, v in sa["final_loss"].items())
+    msgs = fa["messages"]
+    return [
+        "## Asynchronous SGD on shared parameters (Hogwild)",
+        "",
+        f"- Machine: {m['system']} {m['machine']}, {m['cpus']} CPUs, Python {m['python']}, "
+        f"NumPy {m['numpy']}; 1-min load average {m['load_1min_before']:.2f} before the run "
+        "(other processes share the CPUs, so timings are noisy; compare within this run).",
+        f"- Linear regression (d = 20, B = 8), {hw['steps_per_worker']} updates per worker: "
+        f"updates/s by workers {ups}; synchronous single process "
+        f"{hw['updates_per_s_sync']:.0f}"
+        + (f"; torch back end, 2 workers {torch_ups:.0f}" if torch_ups else "")
+        + ".",
+        f"- Staleness (updates by others between a worker's read and write), mean by workers: "
+        f"{stale}. Final L − L*: {exl}; synchronous SGD with the same total updates as 2 "
+        f"workers: {hw['excess_loss_sync']:.3g}.",
+        f"- Conflicts (an update overwritten by a concurrent one, 2 workers, B = 2): {conf}. "
+        f"Embedding, uniform rows: final loss Hogwild {hw['sparse_loss_hogwild']:.4g} vs "
+        f"synchronous {hw['sparse_loss_sync']:.4g} for the same number of updates.",
+        f"- Staleness model (gradient τ steps old, full batch): measured stable lr·λmax "
+        f"bracket {edges}; theory 2cos(τπ/(2τ+1)) (Levin & May 1976).",
+        "",
+        "![](hogwild.png) ![](hogwild_sparsity.png)",
+        "",
+        "## Saturation in float16",
+        "",
+        f"- The derivative computed from the rounded output is exactly 0 beyond z = "
+        f"{th['tanh']['float16']:.4g} (tanh) and {th['sigmoid']['float16']:.4g} (sigmoid) in "
+        f"float16; {th['tanh']['float32']:.4g} and {th['sigmoid']['float32']:.4g} in float32.",
+        f"- {sa['hidden']} hidden units with biases spread over [0, 12]: units with a zero "
+        f"derivative on every example at the end: {dead}. Units whose weights never changed: "
+        f"{frozen}.",
+        f"- Final float64 loss: {fl}. The parameter off the loss path is unchanged in every "
+        f"variant: {all(sa['unused_unchanged'].values())}.",
+        "",
+        "![](saturation.png)",
+        "",
+        "## Faulty losses and a collapsing loss scale",
+        "",
+        *[f"- {k}: `{v}`" for k, v in msgs.items()],
+        f"- Without the guard the same scaled run skips {fa['unguarded_skipped']} of 400 steps "
+        f"and ends with scale {fa['unguarded_final_scale']:.3g}, silently.",
+        "",
+    ]
 
 
 def run_demo(out_dir: str | Path, quick: bool = False) -> dict[str, Any]:
@@ -736,6 +1212,9 @@ def run_demo(out_dir: str | Path, quick: bool = False) -> dict[str, Any]:
         _grad_noise,
         _precision,
         _sparse,
+        _saturation,
+        _faults,
+        _hogwild,
     ):
         section(out, quick, num, figs, dpi)
     seconds = time.perf_counter() - t0

@@ -11,13 +11,14 @@ stable learning rate is ``2 / λmax``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .optim import SGD, Adam, AdamW, GradScaler, Optimizer
+from .optim import SGD, Adam, AdamW, GradScaler, Optimizer, sgd_stability_factor
 from .problems import EmbeddingRegression, LeastSquaresProblem, LinearRegression, to_numpy
 from .train import NonFiniteError, train
 
@@ -128,21 +129,31 @@ def lambda_max(
 
 
 def stability_limit(
-    problem: LeastSquaresProblem | float, w: Any = None, *, momentum: float = 0.0
+    problem: LeastSquaresProblem | float,
+    w: Any = None,
+    *,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    dampening: float = 0.0,
 ) -> float:
-    """Largest stable learning rate ``(2 + 2β) / λmax`` (``β`` = heavy-ball momentum).
+    """Largest stable learning rate of PyTorch's SGD variant on a quadratic.
 
-    ``problem`` may also be ``λmax`` itself.
+    ``2/λmax`` without momentum; heavy ball ``2(1 + β)/λmax``; Nesterov
+    ``2(1 + β)/((1 + 2β)λmax)``; dampening ``τ`` divides the heavy-ball limit by
+    ``1 - τ`` (see :func:`peakfit.gd.sgd_stability_factor`). ``problem`` may also be
+    ``λmax`` itself.
 
     Examples
     --------
     >>> stability_limit(4.0), stability_limit(4.0, momentum=0.9)
     (0.5, 0.95)
+    >>> round(stability_limit(1.0, momentum=0.9, nesterov=True), 4)
+    1.3571
     """
     lam = float(problem) if isinstance(problem, (int, float)) else lambda_max(problem, w)
     if lam <= 0:
         raise ValueError(f"λmax must be > 0 for a stability limit, got {lam}")
-    return (2.0 + 2.0 * momentum) / lam
+    return sgd_stability_factor(momentum, nesterov=nesterov, dampening=dampening) / lam
 
 
 # ============================================================================ lr sweep
@@ -161,7 +172,10 @@ class LRSweep:
     bracket : (float, float)
         Largest converging and smallest diverging learning rate.
     lam_max, limit : float
-        ``λmax`` and the theoretical edge ``(2 + 2β)/λmax``.
+        ``λmax`` and the theoretical edge of the variant (:func:`stability_limit`).
+    momentum, dampening : float
+    nesterov : bool
+        The SGD variant swept.
     """
 
     lrs: np.ndarray
@@ -173,17 +187,52 @@ class LRSweep:
     lam_max: float
     limit: float
     curves: dict[float, np.ndarray] = field(default_factory=dict)
+    momentum: float = 0.0
+    nesterov: bool = False
+    dampening: float = 0.0
 
     @property
     def edge_ratio(self) -> float:
-        """``edge / limit`` (1 means the sweep found exactly ``2/λmax``)."""
+        """``edge / limit`` (1 means the sweep found exactly the theoretical limit).
+
+        Its resolution is the bracket's: report :attr:`bracket_ratio` with it.
+        """
         return self.edge / self.limit
+
+    @property
+    def bracket_ratio(self) -> tuple[float, float]:
+        """``bracket / limit``: the edge lies between these two multiples of the limit."""
+        return self.bracket[0] / self.limit, self.bracket[1] / self.limit
+
+    def describe(self) -> str:
+        """The edge with its bracket, in units of the theoretical limit.
+
+        Examples
+        --------
+        >>> from peakfit.gd import make_linear
+        >>> s = lr_sweep(make_linear(200, 3, seed=0), [0.0] * 3, steps=200)
+        >>> s.describe().startswith("edge in [")
+        True
+        """
+        lo, hi = self.bracket_ratio
+        return (
+            f"edge in [{lo:.4f}, {hi:.4f}] × limit (converges at {lo:.4f}, diverges at "
+            f"{hi:.4f}; limit = {self.limit:.6g})"
+        )
 
 
 def _gd_run(
-    problem: Any, w0: Any, lr: float, steps: int, momentum: float, batch_size: int | None, seed: int
+    problem: Any,
+    w0: Any,
+    lr: float,
+    steps: int,
+    momentum: float,
+    batch_size: int | None,
+    seed: int,
+    nesterov: bool = False,
+    dampening: float = 0.0,
 ) -> tuple[float, bool, np.ndarray]:
-    """Run plain (momentum) GD; return final loss, diverged flag and the loss curve."""
+    """Run SGD (any momentum variant); return final loss, diverged flag and the loss curve."""
     n = problem.n
     bs = n if batch_size is None else batch_size
     spe = math.ceil(n / bs)
@@ -191,7 +240,7 @@ def _gd_run(
         h = train(
             problem,
             w0,
-            SGD(lr=lr, momentum=momentum),
+            SGD(lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening),
             epochs=math.ceil(steps / spe),
             batch_size=bs,
             shuffle=batch_size is not None,
@@ -217,6 +266,8 @@ def lr_sweep(
     *,
     steps: int = 300,
     momentum: float = 0.0,
+    nesterov: bool = False,
+    dampening: float = 0.0,
     batch_size: int | None = None,
     refine: bool = True,
     rtol: float = 0.005,
@@ -240,8 +291,10 @@ def lr_sweep(
         Grid; default ``(2/λmax) * geomspace(0.1, 3, 25)``.
     steps : int
         Steps per run.
-    momentum : float
-        Heavy-ball momentum (PyTorch SGD form); the limit becomes ``(2 + 2β)/λmax``.
+    momentum, nesterov, dampening
+        The SGD variant (PyTorch's parameters); the theoretical limit is
+        :func:`stability_limit` of that variant: ``2(1+β)/λmax`` heavy ball,
+        ``2(1+β)/((1+2β)λmax)`` Nesterov, divided by ``1 - τ`` with dampening.
     batch_size : int, optional
         Minibatch size (default: full batch, deterministic).
     refine : bool
@@ -264,7 +317,7 @@ def lr_sweep(
     True
     """
     lam = lambda_max(problem) if lam_max is None else float(lam_max)
-    limit = stability_limit(lam, momentum=momentum)
+    limit = stability_limit(lam, momentum=momentum, nesterov=nesterov, dampening=dampening)
     if lrs is None:
         lrs = limit * np.geomspace(0.1, 3.0, 25)
     lrs = [float(x) for x in lrs]
@@ -274,7 +327,9 @@ def lr_sweep(
     curves: dict[float, np.ndarray] = {}
 
     def run(lr: float) -> bool:
-        final, div, curve = _gd_run(problem, w0, lr, steps, momentum, batch_size, seed)
+        final, div, curve = _gd_run(
+            problem, w0, lr, steps, momentum, batch_size, seed, nesterov, dampening
+        )
         results[lr] = (final, div)
         if keep_curves:
             curves[lr] = curve
@@ -305,6 +360,9 @@ def lr_sweep(
         lam_max=lam,
         limit=limit,
         curves=curves,
+        momentum=float(momentum),
+        nesterov=bool(nesterov),
+        dampening=float(dampening),
     )
 
 
@@ -546,7 +604,9 @@ class NoiseScale:
     """Gradient noise scale ``B_simple = tr(Σ) / |G|²`` (McCandlish et al. 2018).
 
     ``g2`` is ``|G|²`` (squared true gradient), ``trace_sigma`` the trace of the
-    per-example gradient covariance, ``b_simple`` their ratio. Estimates from
+    per-example gradient covariance, ``b_simple`` their ratio; ``b_noise`` is the
+    Hessian-weighted ``tr(HΣ)/(GᵀHG)`` (exact values only), which McCandlish et al.
+    relate to the critical batch size; the two coincide when ``H ∝ I``. Estimates from
     :func:`noise_scale_two_batch` also carry standard errors and the draw count.
     """
 
@@ -556,6 +616,33 @@ class NoiseScale:
     g2_se: float = 0.0
     trace_sigma_se: float = 0.0
     draws: int = 0
+    cov: float = 0.0
+    b_noise: float = math.nan
+
+    @property
+    def b_simple_se(self) -> float:
+        """Standard error of ``b_simple`` (delta method on the ratio; 0 for exact values).
+
+        ``SE² = B² ((se_tr/tr)² + (se_G/|G|²)² - 2 cov/(tr |G|²))`` with ``cov`` the
+        covariance of the two means (they come from the same draws).
+        """
+        if self.draws == 0:
+            return 0.0
+        if not (self.g2 > 0 and self.trace_sigma != 0):
+            return math.inf
+        rel2 = (
+            (self.trace_sigma_se / self.trace_sigma) ** 2
+            + (self.g2_se / self.g2) ** 2
+            - 2 * self.cov / (self.trace_sigma * self.g2)
+        )
+        return abs(self.b_simple) * math.sqrt(max(rel2, 0.0))
+
+    @property
+    def relative_se(self) -> float:
+        """``b_simple_se / b_simple`` (inf when ``|G|²`` is not positive)."""
+        if self.draws == 0:
+            return 0.0
+        return self.b_simple_se / abs(self.b_simple) if self.b_simple else math.inf
 
 
 def noise_scale(problem: LeastSquaresProblem, w: Any) -> NoiseScale:
@@ -573,10 +660,20 @@ def noise_scale(problem: LeastSquaresProblem, w: Any) -> NoiseScale:
     >>> ns.g2, ns.trace_sigma, ns.b_simple
     (25.0, 16.0, 0.64)
     """
-    G = problem.grad(w).astype(problem.xp.float64)
+    xp = problem.xp
+    G = problem.grad(w).astype(xp.float64)
     g2 = float(G @ G)
     tr = float(gradient_second_moment(problem, w).sum()) - g2
-    return NoiseScale(g2=g2, trace_sigma=tr, b_simple=tr / g2 if g2 > 0 else math.inf)
+    H = problem.hessian(w).astype(xp.float64)
+    P = problem.per_example_grads(w).astype(xp.float64)
+    ghg = float(G @ H @ G)
+    tr_h = float(xp.mean(xp.sum((P @ H) * P, axis=1))) - ghg
+    return NoiseScale(
+        g2=g2,
+        trace_sigma=tr,
+        b_simple=tr / g2 if g2 > 0 else math.inf,
+        b_noise=tr_h / ghg if ghg > 0 else math.inf,
+    )
 
 
 def noise_scale_two_batch(
@@ -588,6 +685,7 @@ def noise_scale_two_batch(
     draws: int = 200,
     replace: bool = True,
     seed: int = 0,
+    warn_rse: float | None = 0.25,
 ) -> NoiseScale:
     """Estimate ``B_simple`` from gradient norms at two batch sizes (McCandlish App. A.1).
 
@@ -599,6 +697,10 @@ def noise_scale_two_batch(
 
     Both are unbiased; they are averaged over ``draws`` independent pairs *separately*
     and the ratio is taken last (the ratio of unbiased estimates is itself biased).
+    The result carries standard errors (``b_simple_se``, ``relative_se``); when the
+    relative standard error exceeds ``warn_rse`` (default 25 %; ``None`` disables) or
+    ``|G|²`` is not 2 SE above zero -- typical near the optimum, where the gradient
+    vanishes against the noise -- a :class:`UserWarning` says the estimate is unreliable.
 
     Examples
     --------
@@ -638,14 +740,30 @@ def noise_scale_two_batch(
         tr_est[d] = (ns - nb) / (ks - kb)
     g2, tr = float(g2_est.mean()), float(tr_est.mean())
     se = 1.0 / math.sqrt(draws)
-    return NoiseScale(
+    res = NoiseScale(
         g2=g2,
         trace_sigma=tr,
         b_simple=tr / g2 if g2 > 0 else math.inf,
         g2_se=float(g2_est.std(ddof=1) * se) if draws > 1 else math.nan,
         trace_sigma_se=float(tr_est.std(ddof=1) * se) if draws > 1 else math.nan,
         draws=draws,
+        cov=float(np.cov(g2_est, tr_est)[0, 1] / draws) if draws > 1 else math.nan,
     )
+    rel = res.relative_se
+    if warn_rse is not None and not rel <= warn_rse:
+        why = (
+            f"|G|² = {g2:.3g} ± {res.g2_se:.2g} is not significantly above 0"
+            if not g2 > 2 * res.g2_se
+            else f"its standard error is {rel:.0%} of the estimate"
+        )
+        warnings.warn(
+            f"two-batch B_simple = {res.b_simple:.4g} ± {res.b_simple_se:.3g} is unreliable: "
+            f"{why} ({draws} draws of B = {b_small}, {b_big}). Near the optimum the true "
+            "gradient is small against the noise; use more draws or noise_scale() (exact).",
+            UserWarning,
+            stacklevel=2,
+        )
+    return res
 
 
 # ============================================================================ batch size
@@ -813,8 +931,11 @@ class WeightDecayComparison:
 
     ``params`` maps ``"adam_l2"``, ``"adamw"``, ``"sgd_l2"``, ``"sgd_decoupled"`` to
     final parameters; ``ridge`` is the minimiser of ``L + λ/2 |w|²`` for linear
-    problems (where every L2 variant must end); ``adam_effective_decay`` is Adam+L2's
-    per-coordinate shrink ``lr·λ/(sqrt(v̂)+ε)`` at the end, versus AdamW's ``lr·λ``.
+    problems (where every L2 variant must end); ``dist_to_ridge[name]`` the relative
+    distance ``|w_t - ridge|/|ridge|`` after each step (linear problems);
+    ``adam_effective_decay`` is Adam+L2's per-coordinate ``lr·λ/(sqrt(v̂)+ε)`` at the
+    end, versus AdamW's ``lr·λ`` (kept for reference: near convergence ``v̂ -> 0`` and
+    this ratio says nothing about where each optimizer ends).
     """
 
     params: dict[str, np.ndarray]
@@ -822,6 +943,7 @@ class WeightDecayComparison:
     adam_effective_decay: np.ndarray
     adamw_decay: float
     losses: dict[str, np.ndarray]
+    dist_to_ridge: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def compare_weight_decay(
@@ -857,21 +979,38 @@ def compare_weight_decay(
         "sgd_l2": SGD(lr=sgd_lr, weight_decay=weight_decay),
         "sgd_decoupled": SGD(lr=sgd_lr, weight_decay=weight_decay, decoupled_weight_decay=True),
     }
-    params, losses = {}, {}
-    for name, opt in opts.items():
-        h = train(problem, w0, opt, epochs=steps, batch_size=n, shuffle=False, eval_full=False)
-        params[name] = h.params
-        losses[name] = h.loss
-    adam = opts["adam_l2"]
-    b2 = adam.betas[1]
-    vhat = to_numpy(adam.state["exp_avg_sq"]) / (1 - b2**adam.t)
-    eff = lr * weight_decay / (np.sqrt(vhat) + adam.eps)
     ridge = (
         to_numpy(problem.ridge_solution(weight_decay))
         if isinstance(problem, LinearRegression)
         else None
     )
-    return WeightDecayComparison(params, ridge, eff, lr * weight_decay, losses)
+    params, losses, dist = {}, {}, {}
+    for name, opt in opts.items():
+        track: list[float] = []
+        cb = (
+            None
+            if ridge is None
+            else (lambda _s, w, t=track: t.append(float(np.linalg.norm(to_numpy(w) - ridge))))
+        )
+        h = train(
+            problem,
+            w0,
+            opt,
+            epochs=steps,
+            batch_size=n,
+            shuffle=False,
+            eval_full=False,
+            callback=cb,
+        )
+        params[name] = h.params
+        losses[name] = h.loss
+        if ridge is not None:
+            dist[name] = np.array(track) / np.linalg.norm(ridge)
+    adam = opts["adam_l2"]
+    b2 = adam.betas[1]
+    vhat = to_numpy(adam.state["exp_avg_sq"]) / (1 - b2**adam.t)
+    eff = lr * weight_decay / (np.sqrt(vhat) + adam.eps)
+    return WeightDecayComparison(params, ridge, eff, lr * weight_decay, losses, dist)
 
 
 # ============================================================================ float16

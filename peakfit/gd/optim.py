@@ -23,7 +23,7 @@ import numpy as np
 
 from .problems import array_module
 
-__all__ = ["SGD", "Adam", "AdamW", "GradScaler", "Optimizer"]
+__all__ = ["SGD", "Adam", "AdamW", "GradScaler", "Optimizer", "coalesce", "sgd_stability_factor"]
 
 
 def _check_real(name: str, value: Any) -> float:
@@ -40,6 +40,70 @@ def _check_lr(lr: Any) -> float:
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     return lr
+
+
+def _scatter_add(out: Any, rows: Any, vals: Any) -> None:
+    """``out[rows] += vals`` with repeated rows accumulated (not last-write-wins)."""
+    xp = array_module(out, vals)
+    if xp is np:
+        np.add.at(out, rows, vals)
+    else:  # pragma: no cover - CuPy path
+        xp.add.at(out, rows, vals)
+
+
+def coalesce(rows: Any, vals: Any) -> tuple[Any, Any]:
+    """Sum the values of repeated rows, like ``torch.Tensor.coalesce`` (rows come out sorted).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r, v = coalesce(np.array([3, 1, 3]), np.array([[1.0], [2.0], [4.0]]))
+    >>> r.tolist(), v.tolist()
+    ([1, 3], [[2.0], [5.0]])
+    """
+    xp = array_module(rows, vals)
+    rows = xp.asarray(rows)
+    uniq, inv = xp.unique(rows, return_inverse=True)
+    if len(uniq) == len(rows):
+        order = xp.argsort(rows)
+        return rows[order], vals[order]
+    out = xp.zeros((len(uniq), *vals.shape[1:]), dtype=vals.dtype)
+    _scatter_add(out, inv.reshape(-1), vals)
+    return uniq, out
+
+
+def sgd_stability_factor(
+    momentum: float = 0.0, *, nesterov: bool = False, dampening: float = 0.0
+) -> float:
+    """``lr·λmax`` at which PyTorch's SGD diverges on a quadratic, for each momentum variant.
+
+    * plain gradient descent: ``2``;
+    * heavy ball (``b <- βb + g``, ``w <- w - γb``): ``2(1 + β)``;
+    * Nesterov (``w <- w - γ(g + βb)``): ``2(1 + β)/(1 + 2β)``;
+    * dampening ``τ`` (``b <- βb + (1 - τ)g``) scales the step by ``1 - τ`` once the
+      buffer is full, so the heavy-ball limit becomes ``2(1 + β)/(1 - τ)`` (``inf`` for
+      ``τ >= 1``: the buffer then stops receiving gradients).
+
+    These are the limits of the linear recurrence ``x_{t+1} = x_t - γ·(update)`` with
+    ``g = λx`` (the eigenvalues of its 2x2 companion matrix reach -1 there).
+
+    Examples
+    --------
+    >>> sgd_stability_factor(), sgd_stability_factor(0.9)
+    (2.0, 3.8)
+    >>> round(sgd_stability_factor(0.9, nesterov=True), 4)
+    1.3571
+    >>> round(sgd_stability_factor(0.9, dampening=0.5), 6)
+    7.6
+    """
+    beta = float(momentum)
+    if beta == 0.0:
+        return 2.0
+    if nesterov:
+        return 2.0 * (1.0 + beta) / (1.0 + 2.0 * beta)
+    if dampening >= 1.0:
+        return math.inf
+    return 2.0 * (1.0 + beta) / (1.0 - float(dampening))
 
 
 class Optimizer:
@@ -98,15 +162,22 @@ class Optimizer:
             Gradient, same shape as ``w``; or, when ``rows`` is given, the gradient
             values of those rows only (shape ``(len(rows),) + w.shape[1:]``).
         rows : int array, optional
-            Unique row indices of a sparse gradient. Without ``lazy`` the gradient is
+            Row indices of a sparse gradient. Repeated rows are summed (coalesced), as
+            PyTorch accumulates a sparse COO gradient. Without ``lazy`` the gradient is
             scattered into a dense zero array and the dense rule applies (so momentum,
             weight decay and Adam's moments still move every row).
+
+        A ``g`` of ``None`` means the parameter received no gradient (it is not on the
+        loss path): the step is skipped entirely -- no weight decay, no momentum, no
+        step count -- as ``torch.optim`` skips parameters whose ``.grad`` is ``None``.
 
         Returns
         -------
         array
             ``w``.
         """
+        if g is None:
+            return w
         xp = array_module(w, g)
         if g.shape != (w.shape if rows is None else (len(rows), *w.shape[1:])):
             raise ValueError(
@@ -117,10 +188,10 @@ class Optimizer:
         if rows is None:
             self._dense(w, g)
         elif self.lazy:
-            self._lazy(w, xp.asarray(rows), g)
+            self._lazy(w, *coalesce(rows, g))
         else:
             dense = xp.zeros_like(w)
-            dense[xp.asarray(rows)] = g
+            _scatter_add(dense, xp.asarray(rows), g)
             self._dense(w, dense)
         return w
 
@@ -227,7 +298,11 @@ class SGD(Optimizer):
         d, buf = self._direction(w, g, buf, buf is None)
         if self.momentum != 0:
             self.state["momentum_buffer"] = buf
-        w[...] = self._decay(w) + (-self.lr) * d
+        # in place, element by element (the same arithmetic as w = decay(w) - lr*d): a
+        # concurrent writer to a shared w (Hogwild) can lose at most single elements
+        if self.weight_decay != 0 and self.decoupled_weight_decay:
+            w *= 1 - self.lr * self.weight_decay
+        w += (-self.lr) * d
 
     def _lazy(self, w: Any, rows: Any, g: Any) -> None:
         xp = array_module(w)
@@ -276,7 +351,8 @@ class Adam(Optimizer):
     decoupled_weight_decay : bool
         ``True`` turns this into :class:`AdamW`.
     lazy : bool
-        SparseAdam semantics for sparse gradients (requires ``weight_decay == 0``).
+        SparseAdam semantics for sparse gradients (requires ``weight_decay == 0`` and
+        ``amsgrad=False``, as ``torch.optim.SparseAdam``; both raise :class:`ValueError`).
 
     Examples
     --------
@@ -315,6 +391,11 @@ class Adam(Optimizer):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         if lazy and self.weight_decay != 0:
             raise ValueError("lazy (SparseAdam) updates do not support weight_decay")
+        if lazy and amsgrad:
+            raise ValueError(
+                "lazy (SparseAdam) updates do not support amsgrad (torch.optim.SparseAdam has "
+                "no amsgrad either); use lazy=False for AMSGrad"
+            )
         self.amsgrad = bool(amsgrad)
         self.maximize = bool(maximize)
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
@@ -420,6 +501,13 @@ class GradScaler:
         Default ``2000``.
     enabled : bool
         ``False`` makes every method a pass-through with ``scale == 1``.
+    min_scale, max_consecutive_skips, max_skip_fraction, window
+        Failure thresholds read by :func:`peakfit.gd.train`'s finite guard (not by the
+        scaler, which, like PyTorch's, never raises): a scale below ``min_scale``
+        (default ``2**-24``, float16's smallest subnormal), ``max_consecutive_skips``
+        skipped steps in a row (default 40: the scale fell by ``2**40`` without one
+        clean step) or more than ``max_skip_fraction`` (default 0.5) of the last
+        ``window`` (default 100) steps skipped.
 
     Examples
     --------
@@ -437,6 +525,11 @@ class GradScaler:
         backoff_factor: float = 0.5,
         growth_interval: int = 2000,
         enabled: bool = True,
+        *,
+        min_scale: float = 2.0**-24,
+        max_consecutive_skips: int = 40,
+        max_skip_fraction: float = 0.5,
+        window: int = 100,
     ) -> None:
         init_scale = _check_real("init_scale", init_scale)
         if init_scale <= 0:
@@ -449,6 +542,14 @@ class GradScaler:
             raise TypeError(f"growth_interval must be an int, got {type(growth_interval).__name__}")
         if growth_interval <= 0:
             raise ValueError(f"growth_interval should be a positive integer, got {growth_interval}")
+        self.min_scale = _check_real("min_scale", min_scale)
+        if not 0 < max_skip_fraction <= 1:
+            raise ValueError(f"max_skip_fraction must lie in (0, 1], got {max_skip_fraction}")
+        if int(max_consecutive_skips) < 1 or int(window) < 1:
+            raise ValueError("max_consecutive_skips and window must be positive integers")
+        self.max_consecutive_skips = int(max_consecutive_skips)
+        self.max_skip_fraction = float(max_skip_fraction)
+        self.window = int(window)
         self.enabled = bool(enabled)
         self.growth_factor = float(growth_factor)
         self.backoff_factor = float(backoff_factor)
@@ -471,7 +572,12 @@ class GradScaler:
         >>> g, bad = GradScaler(init_scale=4.0).unscale(np.array([2.0]))
         >>> g.tolist(), bad
         ([0.5], False)
+
+        A parameter without gradient (``grad is None``) is skipped, as PyTorch skips
+        ``p.grad is None``: the result is ``(None, False)``.
         """
+        if grad is None:
+            return None, False
         xp = array_module(grad)
         dtype = np.dtype(np.result_type(grad.dtype, np.float32) if dtype is None else dtype)
         inv = dtype.type(np.float32(1.0 / np.float64(self.scale)))  # torch: double reciprocal
@@ -515,6 +621,8 @@ class GradScaler:
         >>> w.tolist()
         [-1.0]
         """
+        if scaled_grad is None:  # no gradient: nothing to unscale or step (torch skips it)
+            return True
         if not self.enabled:
             optimizer.step(w, scaled_grad.astype(w.dtype))
             return True

@@ -19,6 +19,7 @@ residuals, loss and gradient in float16.
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 from collections.abc import Sequence
@@ -98,7 +99,20 @@ def _check_convention(convention: str) -> float:
     return _CONVENTIONS[convention]
 
 
-class LeastSquaresProblem:
+class _Picklable:
+    """Pickle the array module by name (problems travel to worker processes)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["xp"] = state["xp"].__name__
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["xp"] = importlib.import_module(state["xp"])
+        self.__dict__.update(state)
+
+
+class LeastSquaresProblem(_Picklable):
     """Base class: loss ``c * mean(r**2)`` over a batch, with exact derivatives.
 
     Subclasses implement :meth:`residuals`, :meth:`jacobian` and, for non-linear
@@ -296,6 +310,36 @@ class LeastSquaresProblem:
 
         return op
 
+    def _residual_terms(self, w: Any, idx: Any) -> Any:
+        """Yield the intermediate terms of the residuals; return the residuals."""
+        r = self.residuals(w, idx)
+        rows = slice(None) if idx is None else self.xp.asarray(idx)
+        names = getattr(self, "_data_names", ())
+        inputs = {
+            names[k] if k < len(names) else f"data[{k}]": a[rows]
+            for k, a in enumerate(self._data)
+            if a.ndim == 1
+        }
+        yield "residuals r = model - y", r, inputs
+        return r
+
+    def loss_terms(self, w: Any, idx: Any = None) -> Any:
+        """Yield ``(name, array, inputs)`` for each intermediate of the loss, in order.
+
+        Used by :func:`peakfit.gd.diagnose_loss` to name the first non-finite term.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> p = LinearRegression(np.eye(2), np.array([1.0, 2.0]))
+        >>> [name for name, _, _ in p.loss_terms(np.zeros(2))]
+        ['residuals r = model - y', 'r²', 'loss = 0.5·mean(r²)']
+        """
+        r = yield from self._residual_terms(w, idx)
+        r2 = r * r
+        yield "r²", r2, {"r": r}
+        yield f"loss = {self._c:g}·mean(r²)", self.xp.asarray(self._c * self.xp.mean(r2)), {}
+
     def bad_rows(self, idx: Any = None) -> np.ndarray:
         """Indices (into the full data) of examples with a NaN or Inf in any data array.
 
@@ -359,6 +403,7 @@ class LinearRegression(LeastSquaresProblem):
 
     linear = True
     name = "linear regression"
+    _data_names = ("X", "y")
 
     def __init__(self, X: Any, y: Any, *, convention: str = "half_mse") -> None:
         xp = array_module(X, y)
@@ -561,6 +606,19 @@ class GaussianPeak(LeastSquaresProblem):
         a, c, u, e, _ = self._parts(w, idx)
         return self.xp.stack([e, 2 * a * e * u / c, 2 * a * e * u * u / c], axis=1)
 
+    def _residual_terms(self, w: Any, idx: Any) -> Any:
+        w = self._w(w)
+        sel = slice(None) if idx is None else self.xp.asarray(idx)
+        x, y = self.x[sel], self.y[sel]
+        a, b, c = w[0], w[1], w[2]
+        u = (x - b) / c
+        yield "u = (x - b)/c", u, {"x": x, "b": b, "c": c}
+        e = self.xp.exp(-u * u)
+        yield "e = exp(-u²)", e, {"u": u}
+        r = a * e - y
+        yield "residuals r = a·e - y", r, {"a": a, "e": e, "y": y}
+        return r
+
     def residual_hessians(self, w: Any, idx: Any = None) -> Any:
         """Exact second derivatives of the model (shape ``(m, 3, 3)``)."""
         xp = self.xp
@@ -583,7 +641,7 @@ class GaussianPeak(LeastSquaresProblem):
         return GaussianPeak(self.x.astype(dtype), self.y.astype(dtype), convention=self.convention)
 
 
-class EmbeddingRegression:
+class EmbeddingRegression(_Picklable):
     """Embedding-style least squares: ``l_i = c * |E[ids_i] - t_i|**2``, parameters ``E`` (V, D).
 
     A batch only touches the rows ``ids[batch]``, so its gradient is *sparse*:

@@ -16,7 +16,11 @@ Epochs and batches (Keras ``Model.fit`` on arrays):
 The *finite guard* (``guard=True``) checks the batch data, the loss, the gradient and
 the parameters every step and raises :class:`NonFiniteError` on the first NaN/Inf,
 naming the step, the array and the likely cause -- the "check finite layer" idea of
-``tf.debugging.check_numerics`` and Keras' ``TerminateOnNaN(raise_error=True)``.
+``tf.debugging.check_numerics`` and Keras' ``TerminateOnNaN(raise_error=True)``. A loss
+that is already non-finite before any update is diagnosed term by term
+(:func:`peakfit.gd.diagnose_loss`: ``log(0)``, ``0/0``, overflow, with the input rows);
+under a :class:`GradScaler` the guard raises when the scale collapses or steps keep
+being skipped.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .optim import SGD, GradScaler, Optimizer
+from .faults import diagnose_loss
+from .optim import SGD, GradScaler, Optimizer, sgd_stability_factor
 from .problems import array_module, to_numpy
 
 __all__ = [
@@ -335,17 +340,24 @@ def _likely_cause(
     losses: list[float],
     lr: float,
     lam_max: float | None,
-    momentum: float,
+    limit: float = 2.0,
+    fault: Any = None,
+    updated: bool = True,
 ) -> str:
-    """Heuristic diagnosis of a non-finite value whose inputs were finite."""
-    limit = 2.0 + 2.0 * momentum
-    if lam_max is not None and lr * lam_max > limit:
+    """Diagnosis of a non-finite value whose inputs were finite.
+
+    ``limit`` is the optimizer's ``lr·λmax`` limit (:func:`sgd_stability_factor`);
+    ``fault`` the first non-finite loss term (:func:`peakfit.gd.diagnose_loss`);
+    ``updated`` is False when no update has been applied yet (step 0: the learning
+    rate cannot be the cause).
+    """
+    if updated and lam_max is not None and lr * lam_max > limit:
         return (
-            f"lr too high: lr·λmax = {lr * lam_max:.3g} > {limit:g}, so gradient descent "
+            f"lr too high: lr·λmax = {lr * lam_max:.3g} > {limit:.4g}, so gradient descent "
             f"diverges; use lr < {limit / lam_max:.3g}"
         )
     finite = [v for v in losses if math.isfinite(v)]
-    if len(finite) >= 3:
+    if updated and len(finite) >= 3:
         best = min(finite)
         last = finite[-1]
         if last > 1e3 * max(best, 1e-300) and last >= finite[-2]:
@@ -355,6 +367,17 @@ def _likely_cause(
                 f"{best:.3g} to {last:.3g} over the last {k} steps (lr = {lr:.3g})"
             )
     dt = np.dtype(dtype)
+    if fault is not None:
+        if "overflow" in fault.events and dt.itemsize < 8:
+            return (
+                f"overflow in {dt.name}: a value exceeded its largest finite number "
+                f"{float(np.finfo(dt).max):.6g}: {fault.describe()} (use float32/float64, "
+                "smaller inputs, or loss scaling)"
+            )
+        where = "at the start, before any update" if not updated else "at these parameters"
+        return (
+            f"the loss itself is undefined {where}, not a learning-rate problem: {fault.describe()}"
+        )
     if dt.itemsize < 8:
         fi = np.finfo(dt)
         return (
@@ -365,6 +388,46 @@ def _likely_cause(
     return (
         f"overflow or invalid arithmetic in {dt.name} (inf - inf, 0 * inf) with lr = {lr:.3g}; "
         "check the learning rate and the scale of the data"
+    )
+
+
+def _scaler_collapse(scaler: GradScaler, skipped: list[bool], window: int) -> str | None:
+    """Why loss scaling has failed (or None): scale gone, or steps keep being skipped."""
+    scale = scaler.scale
+    run = 0
+    for s in reversed(skipped):
+        if not s:
+            break
+        run += 1
+    if not (math.isfinite(scale) and scale >= scaler.min_scale):
+        return (
+            f"the loss scale collapsed to {scale:.3g} (< min_scale {scaler.min_scale:.3g}) after "
+            f"{run} consecutive skipped steps"
+        )
+    if run >= scaler.max_consecutive_skips:
+        return f"{run} consecutive steps were skipped (the scale fell to {scale:.3g})"
+    recent = skipped[-window:]
+    if len(recent) == window and sum(recent) > scaler.max_skip_fraction * window:
+        return (
+            f"{sum(recent)} of the last {window} steps were skipped "
+            f"(> {scaler.max_skip_fraction:.0%}; scale {scale:.3g})"
+        )
+    return None
+
+
+def _scaler_cause(problem: Any, w: Any, idx: Any, loss: float, g: Any) -> str:
+    """Why the unscaled gradient stays non-finite whatever the scale."""
+    xp = array_module(w)
+    if not bool(xp.isfinite(w).all()):
+        return "the parameters themselves are non-finite (lr too high?)"
+    fault = diagnose_loss(problem, w, idx)
+    if fault is not None and not math.isfinite(loss):
+        return f"the forward pass is non-finite, so no loss scale can help: {fault.describe()}"
+    if not math.isfinite(loss):
+        return "the loss is non-finite, so no loss scale can help (lr too high or bad data?)"
+    return (
+        f"the gradient is non-finite at every scale (now {_describe(g)}); the forward pass "
+        "overflows or the learning rate is too high"
     )
 
 
@@ -415,7 +478,12 @@ def train(
         ``lr_schedule(step) -> lr`` set before each step.
     scaler : GradScaler, optional
         Dynamic loss scaling; non-finite gradients then skip the step instead of
-        raising, and the loss is not guarded.
+        raising, and the loss is not guarded. With ``guard=True`` the run still raises
+        :class:`NonFiniteError` (``array="loss scale"``) when the scale collapses below
+        ``scaler.min_scale``, after ``scaler.max_consecutive_skips`` skipped steps in a
+        row, or when more than ``scaler.max_skip_fraction`` of the last
+        ``scaler.window`` steps were skipped: the scaler is then hiding a run that
+        has failed.
     grad_noise : GradientNoise, optional
         Annealed Gaussian noise added to the gradient before the update.
     guard : bool
@@ -479,7 +547,11 @@ def train(
     hist = History(
         steps_per_epoch=steps_per_epoch(n, bs, drop_last=drop_last), batch_size_effective=bs
     )
-    momentum = float(getattr(optimizer, "momentum", 0.0))
+    limit = sgd_stability_factor(
+        float(getattr(optimizer, "momentum", 0.0)),
+        nesterov=bool(getattr(optimizer, "nesterov", False)),
+        dampening=float(getattr(optimizer, "dampening", 0.0)),
+    )
     data_has_bad_rows = guard and len(problem.bad_rows()) > 0
     use_scaler = scaler is not None and scaler.enabled
     step = 0
@@ -534,7 +606,9 @@ def train(
                                 losses=hist.loss,
                                 lr=optimizer.lr,
                                 lam_max=lam_max,
-                                momentum=momentum,
+                                limit=limit,
+                                fault=diagnose_loss(problem, w, idx),
+                                updated=step > 0,
                             ),
                             epoch,
                         )
@@ -547,7 +621,9 @@ def train(
                                 losses=[*hist.loss, loss],
                                 lr=optimizer.lr,
                                 lam_max=lam_max,
-                                momentum=momentum,
+                                limit=limit,
+                                fault=diagnose_loss(problem, w, idx),
+                                updated=step > 0,
                             ),
                             epoch,
                         )
@@ -558,6 +634,15 @@ def train(
                     optimizer.step(w, g)
                 if use_scaler:
                     scaler.update(skipped)
+                    if guard:
+                        why = _scaler_collapse(scaler, [*hist.skipped, skipped], scaler.window)
+                        if why is not None:
+                            fail(
+                                "loss scale",
+                                why,
+                                _scaler_cause(problem, w, idx, loss, g),
+                                epoch,
+                            )
                 hist.loss.append(loss)
                 hist.grad_norm.append(gnorm)
                 hist.lr.append(optimizer.lr)
@@ -574,7 +659,7 @@ def train(
                             losses=hist.loss,
                             lr=optimizer.lr,
                             lam_max=lam_max,
-                            momentum=momentum,
+                            limit=limit,
                         ),
                         epoch,
                     )

@@ -26,6 +26,7 @@ __all__ = [
     "get_kernel",
     "kernel_name",
     "oom_errors",
+    "probe",
     "require_cupy",
 ]
 
@@ -53,11 +54,55 @@ def require_cupy() -> ModuleType:
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
-        raise GPUUnavailableError(f"CuPy found no usable CUDA device ({exc}); check the "
-                                  f"driver, or use device='cpu'") from exc
+        raise GPUUnavailableError(f"device='gpu' needs a CUDA device, and CuPy found none "
+                                  f"usable ({exc}): check the driver, or {INSTALL_HINT}"
+                                  ) from exc
     if count < 1:
-        raise GPUUnavailableError("CuPy found no CUDA device; use device='cpu'")
+        raise GPUUnavailableError(f"device='gpu' needs a CUDA device, and CuPy found none; "
+                                  f"{INSTALL_HINT}")
+    reason = probe(cupy)
+    if reason is not None:
+        raise GPUUnavailableError(
+            f"device='gpu': CuPy sees a CUDA device but could not compile and run peakfit's "
+            f"kernel there ({reason}); {INSTALL_HINT}")
     return cupy
+
+
+_PROBED: dict[int, str | None] = {}
+
+
+def probe(cupy: ModuleType) -> str | None:
+    """Compile and run a tiny generated kernel and a batched solve on the device.
+
+    Returns None when they work and give the host's numbers, else the reason (cached per
+    process). ``cupy`` importing and counting a device is not enough: without NVRTC or
+    cuSOLVER (CuPy without its toolkit wheels) the first fit would fail.
+    """
+    key = id(cupy)
+    if key not in _PROBED:
+        _PROBED[key] = _probe(cupy)
+    return _PROBED[key]
+
+
+def _probe(cp: ModuleType) -> str | None:
+    import numpy as np
+
+    from ..models import GaussianModel
+
+    try:
+        model = GaussianModel(1)
+        x = np.linspace(-2.0, 2.0, 33)
+        y = model.evaluate(x, np.array([[1.5, 0.25, 0.75]]))
+        ev = FusedNormalEquations(model, cp.asarray(x), cp.asarray(y))
+        S, A, g = ev(cp.asarray([[1.0, 0.0, 1.0]]), cp.arange(1))
+        step = cp.linalg.solve(A + cp.eye(3)[None], g[:, :, None])
+        ref = np.sum((y[0] - model.evaluate(x, np.array([[1.0, 0.0, 1.0]]))[0]) ** 2)
+        got = float(S[0])
+        if not (abs(got - ref) <= 1e-9 * ref and bool(cp.isfinite(step).all())):
+            return f"the test kernel gave {got!r} instead of {ref!r}"
+    except Exception as exc:  # any failure (missing NVRTC, driver, cuSOLVER) means: unusable
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def available() -> bool:

@@ -7,7 +7,8 @@ and rows that have finished are removed from the work set (no batch-wide stoppin
 The problem is ``min_p sum_i w_i (y_i - f(x_i; p))^2`` subject to ``lower <= p <= upper``. The
 loop only needs, for a set of rows, the normal-equation pieces at a parameter vector: the sum of
 squares ``S``, ``A = JᵀWJ`` and ``g = JᵀW r`` (``r = y - f``). They come from an *evaluator*
-callable, which is where NumPy (:class:`NormalEquations`) and the fused GPU kernels differ.
+callable (:mod:`peakfit.solvers.evaluators`: NumPy, Numba, and the fused GPU kernel of
+:mod:`peakfit.gpu.kernels`), which is where the backends differ; this module is the algorithm.
 
 Iteration (per row)
 -------------------
@@ -52,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from .._xp import get_xp
-from ..engine import resolve_engine
+from .evaluators import NormalEquations
 
 __all__ = ["EXITFLAG_MESSAGES", "LMResult", "NormalEquations", "levenberg_marquardt"]
 
@@ -73,12 +74,6 @@ EXITFLAG_MESSAGES: dict[int, str] = {
 _EPS = float(np.finfo(float).eps)
 
 Evaluator = Callable[[Any, Any], tuple[Any, Any, Any]]
-
-#: ``exp(-u)`` for ``u`` above this is replaced by an exact 0 in the float64 NumPy evaluator:
-#: the true value is below 1e-260 (negligible next to any O(1) term), and NumPy's SIMD ``exp``
-#: drops to a scalar path ~15x slower for results near the subnormal range.
-_EXP_CUT64 = 600.0
-_EXP_AT_CUT64 = float(np.exp(-_EXP_CUT64))
 
 
 @dataclass
@@ -114,261 +109,6 @@ class LMResult:
     exitflag: Any
     firstorderopt: Any
     lam: Any = None
-
-
-class NormalEquations:
-    """NumPy/CuPy evaluator of ``(S, JᵀWJ, JᵀWr)`` for a model on a batch of spectra.
-
-    Parameters
-    ----------
-    model : GaussianModel
-    x : array (m,) or (k, m)
-    Y : array (k, m)
-        Data; entries with zero weight may be anything finite. Its dtype (float64 or float32)
-        is the working precision; ``S`` is always returned as float64.
-    sqrt_w : array (k, m) or (m,), optional
-        Square roots of the weights.
-    block_rows : int
-        NumPy only: rows evaluated together, sized so that the per-block temporaries stay in
-        the CPU cache.
-    engine : {'auto', 'numpy', 'numba'}, optional
-        Who computes the fused evaluation on the CPU (:mod:`peakfit.engine`; default: the
-        process default, Numba when installed). Ignored for CuPy arrays and other models.
-    fused : bool, optional
-        NumPy engine only: use the fused path (below). Default: yes, for a
-        :class:`~peakfit.models.GaussianModel` in float32/float64. The fused path wins from a
-        few dozen rows on; for a handful of short rows its fixed cost dominates and ``False``
-        (plain :meth:`GaussianModel.evaluate` and three products) is cheaper (2 rows x 125
-        points: about 35 us against 60 us; 64 rows: 1.6 ms against 0.7 ms).
-
-    Notes
-    -----
-    For NumPy arrays and a :class:`~peakfit.models.GaussianModel` the evaluation is fused: the
-    Jacobian of a block of rows is written into one reused buffer with the weighted residual as
-    an extra row, ``[J; r] [J; r]ᵀ`` (one batched GEMM) then gives ``A``, ``g`` and ``S``
-    together. Values equal :meth:`GaussianModel.evaluate` except that, in float64, terms
-    ``exp(-u)`` with ``u > 600`` (below 1e-260) are exactly zero. With the Numba engine the
-    same numbers come from one compiled kernel (:mod:`peakfit.solvers._numba`, equal to
-    rounding). Other array modules use :meth:`GaussianModel.evaluate`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from peakfit.models import GaussianModel
-    >>> m = GaussianModel(1)
-    >>> x = np.linspace(-2, 2, 41)
-    >>> Y = m(x, [1.0, 0.0, 1.0])[None, :] + 0.1
-    >>> S, A, g = NormalEquations(m, x, Y)(np.array([[1.0, 0.0, 1.0]]), np.array([0]))
-    >>> round(float(S[0]), 12), A.shape, g.shape
-    (0.41, (1, 3, 3), (1, 3))
-    """
-
-    def __init__(
-        self, model: Any, x: Any, Y: Any, sqrt_w: Any = None, *, block_rows: int = 16,
-        fused: bool | None = None, engine: str | None = None,
-    ) -> None:
-        self.model = model
-        self.x = x
-        self.Y = Y
-        self.sqrt_w = sqrt_w
-        self.block_rows = max(1, int(block_rows))
-        fusable = (
-            get_xp(x, Y, sqrt_w) is np
-            and hasattr(model, "baseline")
-            and hasattr(model, "n_params")
-            and Y.dtype in (np.float32, np.float64)
-        )
-        self.engine = resolve_engine(engine) if fusable else "numpy"
-        self._numba = None
-        if self.engine == "numba":
-            self._numba = _NumbaCall(model, x, Y, sqrt_w)
-        self._fast = fusable and fused is not False and self._numba is None
-        self._buf: np.ndarray | None = None
-        if self._fast:
-            n = model.n
-            # row of coefficient j (MATLAB order a1 b1 c1 a2 ...) in the grouped Jacobian
-            # layout [a-derivatives, b-derivatives, c-derivatives, baseline]
-            self._perm = np.array([(j % 3) * n + j // 3 for j in range(3 * n)]
-                                  + list(range(3 * n, model.n_params)))
-            if x.ndim == 1:
-                self._xrange = (float(np.min(x)), float(np.max(x)))
-            else:
-                self._xrange = (np.min(x, axis=1), np.max(x, axis=1))
-
-    def residuals(self, p: Any, idx: Any) -> tuple[Any, Any]:
-        """Weighted residuals ``sqrt(w)(y - f)`` and weighted ``Jᵀ`` for rows ``idx``."""
-        x = self.x if self.x.ndim == 1 else self.x[idx]
-        f, Jt = self.model.evaluate(x, p, jacobian=True)
-        r = self.Y[idx] - f
-        if self.sqrt_w is not None:
-            sw = self.sqrt_w if self.sqrt_w.ndim == 1 else self.sqrt_w[idx]
-            r = r * sw
-            Jt = Jt * sw[..., None, :]
-        return r, Jt
-
-    def __call__(self, p: Any, idx: Any) -> tuple[Any, Any, Any]:
-        if self._numba is not None:
-            return self._numba(p, idx)
-        if self._fast:
-            return self._fused(p, idx)
-        r, Jt = self.residuals(p, idx)
-        sse = (r * r).sum(axis=1)
-        A = Jt @ Jt.transpose(0, 2, 1)
-        g = (Jt @ r[:, :, None])[:, :, 0]
-        if sse.dtype != np.float64:
-            xp = get_xp(r)
-            sse = (r.astype(xp.float64) ** 2).sum(axis=1)
-        return sse, A, g
-
-    # ------------------------------------------------------------ NumPy fast path
-    def _fused(self, p: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dt = self.Y.dtype
-        P = self.model.n_params
-        k = p.shape[0]
-        m = self.Y.shape[1]
-        p = np.asarray(p, dtype=dt)
-        idx = np.asarray(idx)
-        sse = np.empty(k, dtype=np.float64)
-        A = np.empty((k, P, P), dtype=dt)
-        g = np.empty((k, P), dtype=dt)
-        B = self.block_rows
-        if self._buf is None or self._buf.shape[0] < min(B, k):
-            self._buf = np.empty((min(B, max(k, 1)), P + 1, m), dtype=dt)
-        M = np.empty((min(B, max(k, 1)), P + 1, P + 1), dtype=dt)
-        for s in range(0, k, B):
-            e = min(k, s + B)
-            rows = idx[s:e]
-            nb = e - s
-            J = self._buf[:nb]
-            with np.errstate(over="ignore"):  # t^2 = inf for c -> 0: exp(-inf) = 0, exact
-                self._jacobian_block(p[s:e], rows, J)
-            Mb = M[:nb]
-            np.matmul(J, J.transpose(0, 2, 1), out=Mb)
-            perm = self._perm  # Jacobian rows are grouped by kind: back to MATLAB order
-            A[s:e] = Mb[:, perm[:, None], perm[None, :]]
-            g[s:e] = Mb[:, perm, P]
-            if dt == np.float64:
-                sse[s:e] = Mb[:, P, P]
-            else:
-                r64 = J[:, P, :].astype(np.float64)
-                sse[s:e] = np.einsum("ij,ij->i", r64, r64)
-        return sse, A, g
-
-    def _jacobian_block(self, p: np.ndarray, rows: np.ndarray, J: np.ndarray) -> None:
-        """Fill ``J`` (b, P+1, m) with the weighted Jacobian and, last, the residual.
-
-        Rows are grouped by kind (all ``df/da``, all ``df/db``, all ``df/dc``, baseline) so
-        that each group is one contiguous block; ``_perm`` maps back to MATLAB order.
-        """
-        model = self.model
-        n = model.n
-        P = model.n_params
-        n3 = 3 * n
-        dt = J.dtype
-        a = p[:, 0:n3:3]
-        b = p[:, 1:n3:3]
-        c = p[:, 2:n3:3]
-        zero_c = c == 0
-        rc = (1.0 / np.where(zero_c, 1.0, c)).astype(dt, copy=False)[:, :, None]
-        x = self.x
-        if x.ndim == 1:
-            xx = x[None, None, :]
-            x2 = x[None, :]
-            xlo, xhi = self._xrange
-        else:
-            x2 = x[rows]
-            xx = x2[:, None, :]
-            xlo, xhi = self._xrange[0][rows][:, None], self._xrange[1][rows][:, None]
-        t = np.subtract(xx, b[:, :, None], dtype=dt)
-        t *= rc
-        E = J[:, 0:n]
-        np.multiply(t, t, out=E)
-        # largest t^2 of each term, from the x range: clip only when a term reaches the cut
-        clip = dt == np.float64 and bool(
-            np.any(np.maximum((xlo - b) ** 2, (xhi - b) ** 2) * rc[:, :, 0] ** 2 > _EXP_CUT64)
-        )
-        if clip:
-            np.minimum(E, _EXP_CUT64, out=E)
-        np.negative(E, out=E)
-        np.exp(E, out=E)
-        if clip:
-            E -= _EXP_AT_CUT64  # exactly 0 beyond the cut; others move by < 3e-261
-        if zero_c.any():
-            E[zero_c] = 0.0
-        f = J[:, P]
-        dfdb = J[:, n:2 * n]
-        np.multiply(E, a[:, :, None], out=dfdb)  # a E
-        np.sum(dfdb, axis=1, out=f)
-        dfdb *= t
-        dfdb *= 2.0 * rc  # 2 a E t / c
-        np.multiply(dfdb, t, out=J[:, 2 * n:n3])  # 2 a E t^2 / c
-        q = p[:, n3:]
-        bl = model.baseline
-        if bl in ("constant", "linear", "quadratic"):
-            f += q[:, 0:1]
-            J[:, n3] = 1.0
-            if bl == "linear":
-                f += q[:, 1:2] * x2
-                J[:, n3 + 1] = x2
-            elif bl == "quadratic":
-                f += (q[:, 1:2] + q[:, 2:3] * x2) * x2
-                J[:, n3 + 1] = x2
-                J[:, n3 + 2] = x2 * x2
-        elif bl == "exponential":
-            with np.errstate(over="ignore", invalid="ignore"):
-                ex = np.exp(-q[:, 1:2] * x2)
-                f += q[:, 0:1] * ex
-                J[:, n3] = ex
-                J[:, n3 + 1] = -q[:, 0:1] * x2 * ex
-        np.subtract(self.Y[rows], f, out=f)  # the residual, in the row of f
-        if self.sqrt_w is not None:
-            sw = self.sqrt_w[None, None, :] if self.sqrt_w.ndim == 1 else (
-                self.sqrt_w[rows][:, None, :])
-            J *= sw
-
-
-class _NumbaCall:
-    """The Numba kernel bound to one batch's data (arrays laid out as the kernel wants)."""
-
-    def __init__(self, model: Any, x: Any, Y: np.ndarray, sqrt_w: Any) -> None:
-        from . import _numba
-
-        self.kernel = _numba.normal_equations_kernel
-        dt = Y.dtype
-        self.dt = dt
-        self.n = int(model.n)
-        self.P = int(model.n_params)
-        self.baseline = _numba.BASELINE_CODES[model.baseline]
-        self.Y = np.ascontiguousarray(Y)
-        xa = np.asarray(x, dtype=dt)
-        self.x_shared = xa.ndim == 1
-        self.x = np.ascontiguousarray(xa.reshape(1, -1) if self.x_shared else xa)
-        if sqrt_w is None:
-            self.w_mode = 0
-            self.sw = np.ones((1, 1), dtype=dt)
-        else:
-            sw = np.asarray(sqrt_w, dtype=dt)
-            self.w_mode = 1 if sw.ndim == 1 else 2
-            self.sw = np.ascontiguousarray(sw.reshape(1, -1) if sw.ndim == 1 else sw)
-        m = self.Y.shape[1]
-        self.zero = np.zeros(1, dtype=dt)
-        R = -(-(self.P + 1) // 3) * 3  # whole 3x3 tiles; the padding rows stay zero
-        self.J = np.zeros((R, m), dtype=dt)
-        self.M = np.empty((R, R), dtype=dt)
-        self.E = np.empty(m, dtype=np.float64)
-        self.Eb = self.E.view(np.int64)
-
-    def __call__(self, p: Any, idx: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = np.ascontiguousarray(p, dtype=self.dt)
-        idx = np.ascontiguousarray(idx, dtype=np.int64)
-        k = p.shape[0]
-        sse = np.empty(k, dtype=np.float64)
-        A = np.empty((k, self.P, self.P), dtype=self.dt)
-        g = np.empty((k, self.P), dtype=self.dt)
-        if k:
-            self.kernel(self.x, self.x_shared, self.Y, idx, self.sw, self.w_mode, p, self.n,
-                        self.baseline, self.zero, sse, A, g, self.J, self.M, self.E, self.Eb)
-        return sse, A, g
 
 
 def _solve(xp: Any, M: Any, b: Any, engine: str = "numpy") -> Any:

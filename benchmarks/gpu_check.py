@@ -1,0 +1,328 @@
+"""GPU acceptance in one command: ``pytest -m gpu`` and the GPU benchmark grid, as JSON lines.
+
+Usage::
+
+    python benchmarks/gpu_check.py --json out.jsonl            # on a machine with a GPU
+    python benchmarks/gpu_check.py --quick --json out.jsonl    # k up to 1e5, stream 1e6
+    python benchmarks/gpu_check.py --counts                    # no GPU: the stand-in's counts
+
+On a GPU it runs, in this order, printing one JSON object a line (and appending them to
+``--json``):
+
+1. ``device``: the device, CuPy/CUDA/NVRTC versions, and the registers and local memory of the
+   generated kernel as CuPy compiled it (``RawKernel.attributes``);
+2. ``pytest``: ``pytest -m gpu`` (tests/test_batch_gpu.py on the real device) and its outcome;
+3. ``grid``: fp32 and fp64; data on the device (``cupy`` arrays) and from host NumPy (timed
+   including the transfer); ``start='auto'`` (the default, timed with the fit) and the true
+   coefficients as start (the solver alone); k = 1e4, 1e5, 1e6 at m = 1000, n = 4. Each line
+   has fits/s, the rate of fits that recovered the truth, the target of issue #10 and the
+   prediction of the performance model (docs/gpu-performance.md) for the same configuration;
+4. ``stream``: 1e7 spectra generated chunk by chunk on the device and fitted as a stream, with
+   the peak device memory (CuPy's pool) and the host's peak RSS.
+
+Without a GPU it exits with status 2 and says why (``--counts`` excepted: it runs the GPU path
+on the CuPy stand-in of ``tests/cupy_standin.py`` and prints the launch, synchronisation and
+byte counts that the performance model is built from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+import peakfit  # noqa: E402
+from peakfit.models import GaussianModel  # noqa: E402
+
+#: Targets of the batch issue (fits/s, H100-class device, m = 1000, n = 4).
+TARGETS = {("float32", "device"): 3e6, ("float32", "host"): 1.5e6, ("float64", "device"): 5e5,
+           ("float64", "host"): 5e5}
+
+#: Published figures of the devices (bytes/s of HBM, fp32 and fp64 FLOP/s without tensor cores)
+DEVICES = {
+    "H100": {"bw": 3.35e12, "fp32": 67e12, "fp64": 34e12, "pcie": 50e9},
+    "H200": {"bw": 4.8e12, "fp32": 67e12, "fp64": 34e12, "pcie": 50e9},
+    "A100": {"bw": 2.0e12, "fp32": 19.5e12, "fp64": 9.7e12, "pcie": 25e9},
+}
+
+#: Counts measured on the CuPy stand-in (``--counts``; m = 1000, n = 4), the model's inputs.
+COUNTS = {
+    "lm_launches_per_iter": 134,  # CuPy kernels per LM iteration (host-driven loop)
+    "lm_syncs_per_iter": 0.25,  # one compaction every check_every = 4 iterations
+    "lm_row_bytes_per_iter": 37.4e3,  # small per-row arrays (A, g, p...): 32 P x P doubles
+    "start_launches_per_chunk": 9331,  # auto start, per chunk of spectra
+    "start_syncs_per_chunk": 36,
+    "start_chunk": 570,  # spectra per auto-start chunk at m = 1000 (64 MB of work memory)
+    "start_bytes_per_row": 4.42e6,  # device traffic of the auto start per spectrum
+    # LM iterations (mean over rows, and of the slowest row of 1000), measured on the CPU for
+    # make_batch(1000, 1000, 4) in float32: after the auto start, and from the truth
+    "iterations_auto": (2.05, 7),
+    "iterations_truth": (5.11, 10),
+}
+
+#: Seconds per CuPy launch as seen from Python (launch + argument handling), per host sync.
+T_LAUNCH = 8e-6
+T_SYNC = 20e-6
+
+
+def predict(dev: str, dtype: str, source: str, start: str, k: int, m: int = 1000,
+            n: int = 4) -> dict[str, float]:
+    """Fits/s of the performance model (docs/gpu-performance.md) for one configuration."""
+    d = DEVICES[dev]
+    P = 3 * n
+    item = 4 if dtype == "float32" else 8
+    c = COUNTS
+    # fused kernel, per row and iteration: data read once; A in the working precision
+    # (P(P+1)/2 FMAs a point), g and S in double (P + 1 FMAs a point), n exps (~20 flops)
+    flops_w = m * (2 * P * (P + 1) / 2 + 20 * n + 10 * P)
+    flops_d = m * 2 * (P + 1) if dtype == "float32" else 0
+    # share of peak throughput reached: 156-216 registers a thread in fp32 (9-12 warps an SM
+    # of 64); 255 registers and spills in fp64
+    occupancy = 0.5 if dtype == "float32" else 0.25
+    t_kernel = max(m * item / d["bw"],
+                   flops_w / (occupancy * d["fp64" if dtype == "float64" else "fp32"])
+                   + flops_d / (occupancy * d["fp64"]))
+    t_rows = c["lm_row_bytes_per_iter"] / d["bw"]
+    mean_it, max_it = c["iterations_auto"] if start == "auto" else c["iterations_truth"]
+    from peakfit.gpu import bytes_per_row
+
+    # rows a chunk holds in half of an 80 GB device (peakfit.gpu.auto_chunk_rows)
+    chunk = min(k, int(0.5 * 80e9 // bytes_per_row(m, P, item)), 1 << 20)
+    t_iter_fixed = c["lm_launches_per_iter"] * T_LAUNCH + c["lm_syncs_per_iter"] * T_SYNC
+    # rows drop out of the work set when they finish; the chunk's fixed cost runs to the
+    # slowest row
+    per_fit = mean_it * (t_kernel + t_rows) + max_it * t_iter_fixed / chunk
+    if start == "auto":
+        sc = c["start_chunk"]
+        per_fit += (c["start_launches_per_chunk"] * T_LAUNCH
+                    + c["start_syncs_per_chunk"] * T_SYNC) / sc
+        per_fit += c["start_bytes_per_row"] / d["bw"]
+    if source == "host":
+        per_fit += m * 8 / d["pcie"]  # float64 input over PCIe (no overlap today)
+    return {"fits_per_s": 1.0 / per_fit, "kernel_s_per_iter_row": t_kernel,
+            "rows_s_per_iter_row": t_rows}
+
+
+# ------------------------------------------------------------------------ GPU runs
+def _emit(rec: dict[str, Any], out: Path | None) -> None:
+    line = json.dumps(rec, default=float)
+    print(line, flush=True)
+    if out is not None:
+        with out.open("a") as fh:
+            fh.write(line + "\n")
+
+
+def _device_name(cp: Any) -> str:
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _model_device(name: str) -> str:
+    for key in DEVICES:
+        if key in name:
+            return key
+    return "H100"
+
+
+def device_record(cp: Any) -> dict[str, Any]:
+    from peakfit.gpu.kernels import get_kernel
+
+    rec: dict[str, Any] = {"check": "device", "name": _device_name(cp),
+                           "cupy": cp.__version__,
+                           "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
+                           "driver": cp.cuda.runtime.driverGetVersion()}
+    try:
+        rec["nvrtc"] = cp.cuda.nvrtc.getVersion()
+    except Exception as exc:  # pragma: no cover - depends on the install
+        rec["nvrtc"] = f"unavailable: {exc}"
+    kern = {}
+    for dt in ("float32", "float64"):
+        k = get_kernel(GaussianModel(4), dt, False, "none")
+        try:
+            a = k.attributes
+            kern[dt] = {"registers": a.get("num_regs"), "local_bytes": a.get("local_size_bytes")}
+        except Exception as exc:  # pragma: no cover
+            kern[dt] = f"unavailable: {exc}"
+    rec["kernel_n4"] = kern
+    return rec
+
+
+def run_pytest() -> dict[str, Any]:
+    t0 = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p",
+                          "no:cacheprovider", str(ROOT / "tests")], capture_output=True,
+                         text=True, cwd=ROOT)
+    tail = run.stdout.strip().splitlines()[-1:] if run.stdout else []
+    return {"check": "pytest -m gpu", "returncode": run.returncode,
+            "summary": tail[0] if tail else run.stderr[-500:],
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _device_batch(cp: Any, k: int, m: int, n: int, seed: int, dtype: str):
+    """x, Y (on the device) and the truth of ``k`` synthetic spectra (:mod:`_synth_batch`)."""
+    from _synth_batch import make_batch
+
+    return make_batch(k, m, n, seed=seed, dtype=dtype, xp=cp)
+
+
+def grid_record(cp: Any, dtype: str, source: str, start: str, k: int, m: int, n: int,
+                dev: str) -> dict[str, Any]:
+    from _synth_batch import success_mask
+
+    x, Y, truth = _device_batch(cp, k, m, n, seed=k, dtype=dtype)
+    th = truth.get()
+    if source == "host":
+        x, Y = x.get(), Y.get()
+    cp.cuda.Device().synchronize()
+    pool = cp.get_default_memory_pool()
+    t0 = time.perf_counter()
+    r = peakfit.fit_gaussians_batch(x, Y, n, device="gpu", dtype=dtype,
+                                    start=th if start == "truth" else "auto")
+    cp.cuda.Device().synchronize()
+    secs = time.perf_counter() - t0
+    fits = k / secs
+    target = TARGETS[(dtype, source)]
+    pred = predict(dev, dtype, source, start, k, m, n)["fits_per_s"]
+    return {"check": "grid", "dtype": dtype, "data": source, "start": start, "k": k, "m": m,
+            "n": n, "seconds": round(secs, 3), "fits_per_s": round(fits),
+            "success_rate": round(float(success_mask(r.a, r.b, r.c, th, r.converged).mean()),
+                                  4),
+            "target": target, "meets_target": fits >= target,
+            "model_fits_per_s": round(pred), "measured_over_model": round(fits / pred, 3),
+            "pool_bytes": int(pool.total_bytes())}
+
+
+def stream_record(cp: Any, total: int, chunk: int, dtype: str, dev: str) -> dict[str, Any]:
+    m, n = 1000, 4
+    x = cp.linspace(0.0, 100.0, m)
+
+    def chunks():
+        for s in range(0, total, chunk):
+            yield _device_batch(cp, min(chunk, total - s), m, n, seed=s, dtype=dtype)[1]
+
+    pool = cp.get_default_memory_pool()
+    pool.free_all_blocks()
+    t0 = time.perf_counter()
+    r = peakfit.fit_gaussians_batch(x, chunks(), n, device="gpu", dtype=dtype)
+    cp.cuda.Device().synchronize()
+    secs = time.perf_counter() - t0
+    return {"check": "stream", "k": total, "chunk": chunk, "dtype": dtype,
+            "seconds": round(secs, 1), "fits_per_s": round(total / secs),
+            "converged_rate": round(float(r.converged.mean()), 4),
+            # the pool keeps what it allocated: its size at the end is the peak held
+            "peak_pool_gb": round(int(pool.total_bytes()) / 2**30, 2),
+            "peak_host_rss_gb": round(
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "model_fits_per_s": round(predict(dev, dtype, "device", "auto", total)[
+                "fits_per_s"])}
+
+
+# ----------------------------------------------------------------------- no GPU
+def stand_in_counts() -> list[dict[str, Any]]:
+    """The counts of the model's inputs, measured on the CuPy stand-in (no GPU needed)."""
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cupy_standin import COUNTS as C
+    from cupy_standin import install
+
+    from peakfit.autostart import auto_start
+    from peakfit.gpu import FusedNormalEquations
+    from peakfit.solvers.lm import levenberg_marquardt
+
+    mp = pytest.MonkeyPatch()
+    cp = install(mp)
+    out = []
+    try:
+        from _synth_batch import make_batch
+
+        model = GaussianModel(4)
+        x, Y, truth = make_batch(512, 1000, 4, seed=1)
+        ev = FusedNormalEquations(model, cp.asarray(x), cp.asarray(Y))
+        runs = {}
+        for iters in (4, 12):
+            C.reset()
+            levenberg_marquardt(ev, cp.asarray(truth * 1.01), model.default_lower(),
+                                model.default_upper(), max_iter=iters, tol_fun=0.0,
+                                tol_x=0.0, check_every=4, lam0=1e-3)
+            runs[iters] = C.snapshot()
+        per = {key: (runs[12][key] - runs[4][key]) / 8 for key in runs[4]}
+        per["row_bytes_beyond_data"] = (per["device_bytes"] - 512 * 1000 * 8) / 512
+        out.append({"check": "counts", "what": "LM iteration", "k": 512, "m": 1000, "n": 4,
+                    **per})
+        C.reset()
+        auto_start(model, cp.asarray(x), cp.asarray(Y))
+        s = C.snapshot()
+        out.append({"check": "counts", "what": "auto start", "k": 512, "m": 1000, "n": 4,
+                    **s, "per_spectrum_launches": s["launches"] / 512,
+                    "bytes_per_spectrum": s["device_bytes"] / 512})
+    finally:
+        mp.undo()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", type=Path, help="append the JSON lines to this file")
+    ap.add_argument("--quick", action="store_true", help="k up to 1e5; stream 1e6")
+    ap.add_argument("--skip-pytest", action="store_true")
+    ap.add_argument("--stream", type=int, default=None, help="spectra of the stream run")
+    ap.add_argument("--counts", action="store_true",
+                    help="no GPU needed: counts on the CuPy stand-in, and the model's figures")
+    args = ap.parse_args(argv)
+    if args.counts:
+        for rec in stand_in_counts():
+            _emit(rec, args.json)
+        for dev in DEVICES:
+            for dt in ("float32", "float64"):
+                for src in ("device", "host"):
+                    for st in ("auto", "truth"):
+                        p = predict(dev, dt, src, st, 10**6)
+                        _emit({"check": "model", "device": dev, "dtype": dt, "data": src,
+                               "start": st, "k": 10**6,
+                               "fits_per_s": round(p["fits_per_s"]),
+                               "target": TARGETS[(dt, src)]}, args.json)
+        return 0
+    from peakfit.errors import GPUUnavailableError
+    from peakfit.gpu import require_cupy
+
+    try:
+        cp = require_cupy()
+    except GPUUnavailableError as exc:
+        print(f"gpu_check: no usable GPU: {exc}", file=sys.stderr)
+        return 2
+    rec = device_record(cp)
+    _emit(rec, args.json)
+    dev = _model_device(rec["name"])
+    if not args.skip_pytest:
+        _emit(run_pytest(), args.json)
+    # warm-up (compilation), untimed
+    peakfit.fit_gaussians_batch(*_device_batch(cp, 256, 1000, 4, 0, "float32")[:2], 4,
+                                device="gpu", dtype="float32")
+    peakfit.fit_gaussians_batch(*_device_batch(cp, 256, 1000, 4, 0, "float64")[:2], 4,
+                                device="gpu", dtype="float64")
+    ks = (10**4, 10**5) if args.quick else (10**4, 10**5, 10**6)
+    for dt in ("float32", "float64"):
+        for src in ("device", "host"):
+            for st in ("auto", "truth"):
+                for k in ks:
+                    _emit(grid_record(cp, dt, src, st, k, 1000, 4, dev), args.json)
+                    cp.get_default_memory_pool().free_all_blocks()
+    total = args.stream if args.stream is not None else (10**6 if args.quick else 10**7)
+    if total:
+        _emit(stream_record(cp, total, 10**5, "float32", dev), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

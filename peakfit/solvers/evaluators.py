@@ -1,0 +1,231 @@
+"""Evaluators of the normal equations ``(S, JᵀWJ, JᵀWr)`` for the least-squares loop.
+
+:func:`peakfit.solvers.lm.levenberg_marquardt` needs, for a set of rows of a batch, the weighted
+sum of squares ``S``, ``A = JᵀWJ`` and ``g = JᵀWr`` at given coefficients. This module computes
+them on the CPU; the GPU's fused kernel is :class:`peakfit.gpu.kernels.FusedNormalEquations`.
+All of them evaluate the model through its term kinds (:mod:`peakfit.models`): NumPy and CuPy
+run the kinds' steps with array broadcasting, the Numba kernel is generated from the same steps
+(:mod:`peakfit.solvers._numba`), so adding a term kind changes no code here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._xp import get_xp
+from ..engine import resolve_engine
+
+__all__ = ["NormalEquations"]
+
+#: ``exp(v)`` for ``v`` below ``-_EXP_CUT64`` is an exact 0 in the float64 fused NumPy
+#: evaluator: the true value is below 1e-260 (negligible next to any O(1) term), and NumPy's
+#: SIMD ``exp`` drops to a scalar path ~15x slower for results near the subnormal range.
+_EXP_CUT64 = 600.0
+
+
+def _exp_flushed(v: np.ndarray) -> np.ndarray:
+    """``exp(v)`` with results below ``exp(-600)`` flushed to 0 (float64; others plain)."""
+    v = np.asarray(v)
+    if v.dtype != np.float64 or v.ndim == 0:
+        return np.exp(v)
+    if not v.size or v.min() >= -_EXP_CUT64:  # one pass, no temporary
+        return np.exp(v)
+    low = v < -_EXP_CUT64
+    out = np.exp(np.maximum(v, -_EXP_CUT64))
+    out[low] = 0.0
+    return out
+
+
+class NormalEquations:
+    """NumPy/CuPy evaluator of ``(S, JᵀWJ, JᵀWr)`` for a model on a batch of spectra.
+
+    Parameters
+    ----------
+    model : GaussianModel
+    x : array (m,) or (k, m)
+    Y : array (k, m)
+        Data; entries with zero weight may be anything finite. Its dtype (float64 or float32)
+        is the working precision; ``S`` is always returned as float64.
+    sqrt_w : array (k, m) or (m,), optional
+        Square roots of the weights.
+    block_rows : int
+        NumPy only: rows evaluated together, sized so that the per-block temporaries stay in
+        the CPU cache.
+    engine : {'auto', 'numpy', 'numba'}, optional
+        Who computes the fused evaluation on the CPU (:mod:`peakfit.engine`; default: the
+        process default, Numba when installed). Ignored for CuPy arrays and other models.
+    fused : bool, optional
+        NumPy engine only: use the fused path (below). Default: yes, for a
+        :class:`~peakfit.models.GaussianModel` in float32/float64. For a handful of short rows
+        its fixed cost dominates and ``False`` (plain :meth:`GaussianModel.evaluate` and three
+        products) is cheaper.
+
+    Notes
+    -----
+    For NumPy arrays and a :class:`~peakfit.models.GaussianModel` the evaluation is fused: the
+    Jacobian of a block of rows is written into one reused buffer with the weighted residual as
+    an extra row, ``[J; r] [J; r]ᵀ`` (one batched GEMM) then gives ``A``, ``g`` and ``S``
+    together. Values equal :meth:`GaussianModel.evaluate` except that, in float64, terms
+    ``exp(v)`` with ``v < -600`` (below 1e-260) are exactly zero. With the Numba engine the
+    same numbers come from one compiled kernel generated from the model's term kinds
+    (:mod:`peakfit.solvers._numba`, equal to rounding). Other array modules use
+    :meth:`GaussianModel.evaluate`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peakfit.models import GaussianModel
+    >>> m = GaussianModel(1)
+    >>> x = np.linspace(-2, 2, 41)
+    >>> Y = m(x, [1.0, 0.0, 1.0])[None, :] + 0.1
+    >>> S, A, g = NormalEquations(m, x, Y)(np.array([[1.0, 0.0, 1.0]]), np.array([0]))
+    >>> round(float(S[0]), 12), A.shape, g.shape
+    (0.41, (1, 3, 3), (1, 3))
+    """
+
+    def __init__(
+        self, model: Any, x: Any, Y: Any, sqrt_w: Any = None, *, block_rows: int = 16,
+        fused: bool | None = None, engine: str | None = None,
+    ) -> None:
+        self.model = model
+        self.x = x
+        self.Y = Y
+        self.sqrt_w = sqrt_w
+        self.block_rows = max(1, int(block_rows))
+        fusable = (
+            get_xp(x, Y, sqrt_w) is np
+            and hasattr(model, "term_env")
+            and Y.dtype in (np.float32, np.float64)
+        )
+        self.engine = resolve_engine(engine) if fusable else "numpy"
+        self._numba = None
+        if self.engine == "numba":
+            self._numba = NumbaNormalEquations(model, x, Y, sqrt_w)
+        self._fast = fusable and fused is not False and self._numba is None
+        self._buf: np.ndarray | None = None
+        if self._fast:
+            self._x_dt = np.asarray(x, dtype=Y.dtype)
+
+    def residuals(self, p: Any, idx: Any) -> tuple[Any, Any]:
+        """Weighted residuals ``sqrt(w)(y - f)`` and weighted ``Jᵀ`` for rows ``idx``."""
+        x = self.x if self.x.ndim == 1 else self.x[idx]
+        f, Jt = self.model.evaluate(x, p, jacobian=True)
+        r = self.Y[idx] - f
+        if self.sqrt_w is not None:
+            sw = self.sqrt_w if self.sqrt_w.ndim == 1 else self.sqrt_w[idx]
+            r = r * sw
+            Jt = Jt * sw[..., None, :]
+        return r, Jt
+
+    def __call__(self, p: Any, idx: Any) -> tuple[Any, Any, Any]:
+        if self._numba is not None:
+            return self._numba(p, idx)
+        if self._fast:
+            return self._fused(p, idx)
+        r, Jt = self.residuals(p, idx)
+        sse = (r * r).sum(axis=1)
+        A = Jt @ Jt.transpose(0, 2, 1)
+        g = (Jt @ r[:, :, None])[:, :, 0]
+        if sse.dtype != np.float64:
+            xp = get_xp(r)
+            sse = (r.astype(xp.float64) ** 2).sum(axis=1)
+        return sse, A, g
+
+    # ------------------------------------------------------------ NumPy fast path
+    def _fused(self, p: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dt = self.Y.dtype
+        P = self.model.n_params
+        k = p.shape[0]
+        m = self.Y.shape[1]
+        p = np.asarray(p, dtype=dt)
+        idx = np.asarray(idx)
+        sse = np.empty(k, dtype=np.float64)
+        A = np.empty((k, P, P), dtype=dt)
+        g = np.empty((k, P), dtype=dt)
+        B = self.block_rows
+        if self._buf is None or self._buf.shape[0] < min(B, k):
+            self._buf = np.empty((min(B, max(k, 1)), P + 1, m), dtype=dt)
+        M = np.empty((min(B, max(k, 1)), P + 1, P + 1), dtype=dt)
+        for s in range(0, k, B):
+            e = min(k, s + B)
+            J = self._buf[: e - s]
+            self._jacobian_block(p[s:e], idx[s:e], J)
+            Mb = M[: e - s]
+            np.matmul(J, J.transpose(0, 2, 1), out=Mb)
+            A[s:e] = Mb[:, :P, :P]
+            g[s:e] = Mb[:, :P, P]
+            if dt == np.float64:
+                sse[s:e] = Mb[:, P, P]
+            else:
+                r64 = J[:, P, :].astype(np.float64)
+                sse[s:e] = np.einsum("ij,ij->i", r64, r64)
+        return sse, A, g
+
+    def _jacobian_block(self, p: np.ndarray, rows: np.ndarray, J: np.ndarray) -> None:
+        """Fill ``J`` (b, P+1, m) with the weighted Jacobian (MATLAB order) and the residual."""
+        model = self.model
+        P = model.n_params
+        x = self._x_dt if self._x_dt.ndim == 1 else self._x_dt[rows]
+        env, benv = model.term_env(x, p, True, _exp_flushed)
+        for kind, q, col in model._columns():
+            J[:, col] = (env if kind is model.peak else benv)["d_" + q]
+        f = J[:, P]
+        np.sum(env["value"], axis=1, out=f)
+        f += benv["value"]
+        np.subtract(self.Y[rows], f, out=f)  # the residual, in the row of f
+        if self.sqrt_w is not None:
+            sw = self.sqrt_w[None, None, :] if self.sqrt_w.ndim == 1 else (
+                self.sqrt_w[rows][:, None, :])
+            J *= sw
+
+
+class NumbaNormalEquations:
+    """The Numba kernel (generated from the model's term kinds) bound to one batch's data."""
+
+    def __init__(self, model: Any, x: Any, Y: np.ndarray, sqrt_w: Any) -> None:
+        from . import _numba
+
+        self.kernel = _numba.get_kernel()
+        dt = Y.dtype
+        self.dt = dt
+        self.n = int(model.n)
+        self.P = int(model.n_params)
+        self.baseline = _numba.baseline_code(model.baseline)
+        self.Y = np.ascontiguousarray(Y)
+        xa = np.asarray(x, dtype=dt)
+        self.x_shared = xa.ndim == 1
+        self.x = np.ascontiguousarray(xa.reshape(1, -1) if self.x_shared else xa)
+        if sqrt_w is None:
+            self.w_mode = 0
+            self.sw = np.ones((1, 1), dtype=dt)
+        else:
+            sw = np.asarray(sqrt_w, dtype=dt)
+            self.w_mode = 1 if sw.ndim == 1 else 2
+            self.sw = np.ascontiguousarray(sw.reshape(1, -1) if sw.ndim == 1 else sw)
+        m = self.Y.shape[1]
+        self.zero = np.zeros(1, dtype=dt)
+        R = -(-(self.P + 1) // 3) * 3  # whole 3x3 tiles; the padding rows stay zero
+        self.J = np.zeros((R, m), dtype=dt)
+        self.M = np.empty((R, R), dtype=dt)
+        ne = max(1, _numba.exp_slots())
+        self.EP = np.empty((ne, m), dtype=np.float64)
+        self.EW = np.empty((ne, m), dtype=np.float64)
+        self.EB = self.EW.view(np.int64)
+
+    def __call__(self, p: Any, idx: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = np.ascontiguousarray(p, dtype=self.dt)
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        k = p.shape[0]
+        sse = np.empty(k, dtype=np.float64)
+        A = np.empty((k, self.P, self.P), dtype=self.dt)
+        g = np.empty((k, self.P), dtype=self.dt)
+        if k:
+            self.kernel(self.x, self.x_shared, self.Y, idx, self.sw, self.w_mode, p, self.n,
+                        self.baseline, self.zero, sse, A, g, self.J, self.M, self.EP, self.EW,
+                        self.EB)
+        return sse, A, g
+
+
+_NumbaCall = NumbaNormalEquations  # the former private name
