@@ -10,7 +10,7 @@ results say which backend ran (``device`` and ``engine``).
 ============  ==========  ====================================================================
 device        engine      evaluator
 ============  ==========  ====================================================================
-``cpu``       ``numpy``   :class:`peakfit.solvers.lm.NormalEquations` (fused NumPy)
+``cpu``       ``numpy``   :class:`peakfit.solvers.evaluators.NormalEquations` (NumPy)
 ``cpu``       ``numba``   the same class with the compiled kernel of ``solvers/_numba.py``
 ``gpu``       ``cupy``    :class:`peakfit.gpu.kernels.FusedNormalEquations` (CUDA kernel)
 ============  ==========  ====================================================================
@@ -84,7 +84,7 @@ class Backend:
             from .gpu import FusedNormalEquations
 
             return FusedNormalEquations(model, x, Y, sqrt_w)
-        from .solvers.lm import NormalEquations
+        from .solvers.evaluators import NormalEquations
 
         return NormalEquations(model, x, Y, sqrt_w, block_rows=_CPU_BLOCK_ROWS,
                                engine=self.engine)
