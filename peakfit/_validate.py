@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["as_real_array", "check_finite", "first_bad"]
+if TYPE_CHECKING:
+    from .models import GaussianModel
+    from .options import FitOptions
+
+__all__ = ["as_float_array", "as_real_array", "check_finite", "first_bad", "ragged_error",
+           "resolve_options"]
+
+
+def as_float_array(name: str, a: Any, xp: Any = None) -> Any:
+    """A numeric array (NumPy, or CuPy left on its device) as a float array.
+
+    float32 and float64 are kept, integers and booleans become float64. Raises
+    :class:`InputError` for ragged, complex or non-numeric input. ``xp`` is accepted for
+    symmetry with the callers and ignored (the array's own module is used).
+    """
+    if isinstance(a, np.ndarray) and a.dtype in (np.float64, np.float32):
+        return a
+    mod = type(a).__module__
+    if not mod.startswith("cupy"):
+        try:
+            a = np.asarray(a)
+        except Exception as exc:  # ragged lists and the like
+            raise ragged_error(name, a, exc) from None
+    dt = a.dtype
+    if dt.kind == "c":
+        raise InputError(f"{name} must be real; got complex values (dtype {dt})")
+    if dt.kind not in "fiub":
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be numeric, got dtype {dt}") from None
+    elif dt.kind != "f" or dt.itemsize < 4:
+        a = a.astype(np.float64)
+    return a
 
 
 def as_real_array(name: str, a: Any, ndim: int | tuple[int, ...] = 1) -> np.ndarray:
@@ -20,19 +53,7 @@ def as_real_array(name: str, a: Any, ndim: int | tuple[int, ...] = 1) -> np.ndar
         raise InputError(f"{name} is missing")
     if type(a).__module__.startswith("cupy"):
         a = a.get()
-    try:
-        arr = np.asarray(a)
-    except Exception as exc:  # ragged lists and the like
-        raise InputError(f"{name} could not be converted to an array: {exc}") from None
-    if np.iscomplexobj(arr):
-        raise InputError(f"{name} must be real; got complex values (dtype {arr.dtype})")
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
-    ):
-        try:
-            arr = arr.astype(float)
-        except (TypeError, ValueError):
-            raise InputError(f"{name} must be numeric, got dtype {arr.dtype}") from None
+    arr = as_float_array(name, a)
     dims = (ndim,) if isinstance(ndim, int) else ndim
     if arr.ndim == 2 and 1 in dims and 2 not in dims and 1 in arr.shape:
         arr = arr.ravel()  # a row or column vector is fine where 1-D is expected
@@ -64,3 +85,39 @@ def check_finite(name: str, a: np.ndarray) -> None:
             f"{name} contains {count} non-finite value(s) ({'/'.join(kinds)}), first at index "
             f"{first}; remove them, or pass nan_policy='omit' to exclude those points"
         )
+
+
+def ragged_error(name: str, a: Any, exc: BaseException | None = None) -> InputError:
+    """The error for data that NumPy cannot turn into a rectangular array.
+
+    Names the rows of different lengths when ``a`` is a sequence of sequences.
+    """
+    try:
+        lengths = [len(row) for row in a]
+    except TypeError:
+        lengths = []
+    if len(set(lengths)) > 1:
+        first = next(i for i, n in enumerate(lengths) if n != lengths[0])
+        return InputError(
+            f"{name} is ragged: row 0 has {lengths[0]} values but row {first} has "
+            f"{lengths[first]}; give a rectangular array (pad short rows with NaN at the end)"
+        )
+    why = f" ({exc})" if exc is not None else ""
+    return InputError(f"{name} must be numeric and rectangular{why}")
+
+
+def resolve_options(
+    model: GaussianModel, options: FitOptions | None, overrides: dict[str, Any]
+) -> FitOptions:
+    """The fit options: ``options`` (or MATLAB's defaults) with ``overrides`` applied, checked
+    against ``model``. The one place where options are merged, for single fits and batches."""
+    from .options import FitOptions, _canonical, fitoptions
+
+    if options is None:
+        return fitoptions(model, **overrides)  # checked against the model there
+    else:
+        if not isinstance(options, FitOptions):
+            raise InputError(f"options must be a FitOptions, got {type(options).__name__}")
+        opts = options.replace(**_canonical(overrides)) if overrides else options
+    opts.check_lengths(model)
+    return opts

@@ -38,7 +38,7 @@ __all__ = ["fit_dask", "fit_dask_to_dataframe", "result_columns", "unpack"]
 
 #: Summary columns at the start of the packed result (``state`` holds ``FitState`` values).
 SUMMARY_COLUMNS = ("state", "exitflag", "sse", "rsquare", "adjrsquare", "rmse", "dfe",
-                   "iterations")
+                   "iterations", "quality")
 
 
 def _require_dask() -> Any:
@@ -54,12 +54,14 @@ def _require_dask() -> Any:
 def result_columns(n: int, baseline: str = "none") -> list[str]:
     """Column layout of the packed ``(k, q)`` result of :func:`fit_dask`.
 
-    ``state, exitflag, sse, rsquare, adjrsquare, rmse, dfe, iterations``, then
+    ``state, exitflag, sse, rsquare, adjrsquare, rmse, dfe, iterations, quality``, then
     ``mean1 .. mean{n}`` (sorted centres), the coefficients in MATLAB order (``a1, b1, c1,
     ..., a{n}, b{n}, c{n}`` and the baseline's), then their standard errors (``a1_err`` ...).
-    Integer-valued columns (``state``, ``exitflag``, ``dfe``, ``iterations``) are stored as
-    floats; ``state`` is the integer :class:`~peakfit.result.FitState` code (``state_code`` in
-    :meth:`BatchFit.to_table`); the other names are those of the table.
+    Integer-valued columns (``state``, ``exitflag``, ``dfe``, ``iterations``, ``quality``) are
+    stored as floats; ``state`` is the integer :class:`~peakfit.result.FitState` code
+    (``state_code`` in :meth:`BatchFit.to_table`), ``quality`` the integer
+    :class:`~peakfit.result.Quality` flags (``BatchFit.quality``); the other names are those of
+    the table.
 
     Parameters
     ----------
@@ -76,7 +78,7 @@ def result_columns(n: int, baseline: str = "none") -> list[str]:
     --------
     >>> result_columns(1)
     ['state', 'exitflag', 'sse', 'rsquare', 'adjrsquare', 'rmse', 'dfe', 'iterations', \
-'mean1', 'a1', 'b1', 'c1', 'a1_err', 'b1_err', 'c1_err']
+'quality', 'mean1', 'a1', 'b1', 'c1', 'a1_err', 'b1_err', 'c1_err']
     """
     names = list(GaussianModel(n, baseline).names)
     return (list(SUMMARY_COLUMNS) + [f"mean{i}" for i in range(1, n + 1)] + names
@@ -111,7 +113,9 @@ def _fit_rows(Y: Any, *blocks: Any, row_names: tuple[str, ...], x: Any, n: int,
             x = block
         else:
             kw[name] = block
-    table = fit_gaussians_batch(x, Y, n, **kw).to_table()
+    fitted = fit_gaussians_batch(x, Y, n, **kw)
+    table = fitted.to_table()
+    table["quality"] = fitted.quality  # the int flags (the table holds their names)
     names = [_TABLE_NAME.get(c, c) for c in columns]
     missing = [c for c in names if c not in table]
     if missing:  # pragma: no cover - guards against a change of BatchFit.to_table
@@ -156,7 +160,7 @@ def fit_dask(Y: Any, x: Any, n: int = 4, **batch_kwargs: Any) -> Any:
     >>> x = np.linspace(0, 10, 101)
     >>> Y = da.from_array(np.exp(-((x - 5) / 1.5) ** 2)[None, :].repeat(4, 0), chunks=(2, 50))
     >>> fit_dask(Y, x, n=1).shape
-    (4, 15)
+    (4, 16)
     """
     da = _require_dask()
     if not isinstance(Y, da.Array):
@@ -219,10 +223,10 @@ def unpack(packed: Any, n: int, baseline: str = "none") -> dict[str, np.ndarray]
     Examples
     --------
     >>> import numpy as np
-    >>> row = np.arange(15, dtype=float)[None, :]
+    >>> row = np.arange(16, dtype=float)[None, :]
     >>> t = unpack(row, 1)
     >>> int(t["dfe"][0]), float(t["b1"][0])
-    (6, 10.0)
+    (6, 11.0)
     """
     a = _to_numpy(packed)
     columns = result_columns(n, baseline)
@@ -231,7 +235,7 @@ def unpack(packed: Any, n: int, baseline: str = "none") -> dict[str, np.ndarray]
     out: dict[str, np.ndarray] = {"index": np.arange(a.shape[0], dtype=np.int64)}
     for j, c in enumerate(columns):
         col = a[:, j]
-        if c in ("state", "exitflag", "dfe", "iterations"):
+        if c in ("state", "exitflag", "dfe", "iterations", "quality"):
             col = col.astype(np.int64)
         out[c] = col
     return out

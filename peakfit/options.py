@@ -51,10 +51,21 @@ for _mat, _py in _FIELDS.items():
 _ALIASES.update({"start": "start_point", "maxfev": "max_fun_evals", "max_nfev": "max_fun_evals"})
 
 
+def _label(attr: str) -> str:
+    """``'TolFun (tol_fun)'``: an option's MATLAB name and attribute name, for messages."""
+    mat = next((m for m, py in _FIELDS.items() if py == attr), None)
+    return f"{mat} ({attr})" if mat else attr
+
+
 def _vector_or_none(name: str, v: Any) -> np.ndarray | None:
     if v is None:
         return None
-    a = np.asarray(v)
+    try:
+        a = np.asarray(v)
+    except ValueError as exc:  # ragged nested lists
+        from ._validate import ragged_error
+
+        raise ragged_error(name, v, exc) from None
     if a.size == 0:
         return None
     if np.iscomplexobj(a):
@@ -174,14 +185,18 @@ class FitOptions:
             try:
                 v = float(v)
             except (TypeError, ValueError):
-                raise InputError(f"{name} must be a number, got {v!r}") from None
+                raise InputError(f"{_label(name)} must be a number, got {v!r}") from None
             if not np.isfinite(v) or v < 0:
-                raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
+                raise InputError(f"{_label(name)} must be a finite number >= 0, got {v!r}")
             setattr(self, name, v)
         for name in ("max_iter", "max_fun_evals"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not float(v).is_integer() or v < 0:
-                raise InputError(f"{name} must be an integer >= 0, got {v!r}")
+            try:
+                ok = not isinstance(v, (bool, str)) and float(v).is_integer() and v >= 0
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+            if not ok:
+                raise InputError(f"{_label(name)} must be an integer >= 0, got {v!r}")
             setattr(self, name, int(v))
         self.start_point = _vector_or_none("StartPoint", self.start_point)
         self.lower = _vector_or_none("Lower", self.lower)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from typing import Any
 
 import numpy as np
@@ -19,15 +19,24 @@ from scipy import linalg, stats
 from .errors import InputError
 from .models import FWHM_PER_C, GaussianModel
 from .options import FitOptions
+from .solvers.lm import EXITFLAG_MESSAGES
 
 __all__ = [
+    "EXITFLAG_CONSTANT",
+    "EXITFLAG_NOT_FITTED",
     "FitOutput",
     "FitState",
     "GaussianFit",
     "GoodnessOfFit",
+    "Quality",
+    "build_fit_result",
     "format_g",
+    "gof_rows",
     "goodness_of_fit",
+    "quality_flags",
+    "quality_names",
     "state_from_exitflag",
+    "states_from_exitflags",
 ]
 
 
@@ -53,9 +62,95 @@ _STATE_OF_FLAG = {0: FitState.MAX_ITERATIONS, -1: FitState.NONFINITE_MODEL,
                   -2: FitState.SINGULAR, -3: FitState.CONSTANT_DATA, -4: FitState.NOT_FITTED}
 
 
+_STATE_TABLE = np.array([int(_STATE_OF_FLAG.get(f, FitState.CONVERGED)) for f in range(-4, 2)],
+                        dtype=np.int8)
+
+#: ``exitflag`` of rows that were not fitted: constant data, other invalid data.
+EXITFLAG_CONSTANT = -3
+EXITFLAG_NOT_FITTED = -4
+
+#: Exit message of the rows that were not fitted, by state.
+NOT_FITTED_MESSAGES = {
+    FitState.NONFINITE_INPUT: "Not fitted: the spectrum contains Inf, or NaN between valid "
+    "points (NaN padding at the ends is allowed).",
+    FitState.INSUFFICIENT_DATA: "Not fitted: fewer usable points (finite, with positive "
+    "weight, at two or more distinct x) than coefficients.",
+    FitState.CONSTANT_DATA: "Not fitted: the data are constant, so the peak coefficients "
+    "are not identifiable.",
+}
+
+
 def state_from_exitflag(flag: int) -> FitState:
     """Map an ``exitflag`` to a :class:`FitState`."""
     return FitState.CONVERGED if flag > 0 else _STATE_OF_FLAG.get(int(flag), FitState.NOT_FITTED)
+
+
+def states_from_exitflags(xp: Any, flag: Any) -> Any:
+    """:func:`state_from_exitflag` for an array of exit flags (NumPy or CuPy); int8 states."""
+    # flags -4..1 (and above) index this table: the states of -4, -3, -2, -1, 0, > 0
+    table = xp.asarray(_STATE_TABLE)
+    return table[xp.clip(flag, -4, 1).astype(xp.int64) + 4]
+
+
+class Quality(IntFlag):
+    """Quality flags of a fit, separate from its convergence (:class:`FitState`).
+
+    A converged fit can still be a poor description of the data; these flags say how:
+
+    ``NEGATIVE_RSQUARE``
+        R² < 0: the fit explains less than the mean of the data does.
+    ``NAN_RSQUARE``
+        R² is NaN (no variation in the data, or a non-finite sum of squares).
+    ``AT_BOUND``
+        A coefficient is held at a bound.
+    ``UNRESOLVED_PEAKS``
+        Two terms share a peak (centres closer than half the smaller width coefficient) or a
+        term has zero height or zero width.
+    ``TOO_MANY_TERMS``
+        The data support fewer peaks than ``n`` (from the ``'auto'`` start estimator).
+
+    Examples
+    --------
+    >>> quality_names(int(Quality.AT_BOUND | Quality.NEGATIVE_RSQUARE))
+    ('negative_rsquare', 'at_bound')
+    """
+
+    NEGATIVE_RSQUARE = 1
+    NAN_RSQUARE = 2
+    AT_BOUND = 4
+    UNRESOLVED_PEAKS = 8
+    TOO_MANY_TERMS = 16
+
+
+def quality_names(code: int) -> tuple[str, ...]:
+    """The names (lowercase) of the :class:`Quality` flags set in ``code``."""
+    return tuple(q.name.lower() for q in Quality if int(code) & int(q))  # type: ignore[union-attr]
+
+
+def quality_flags(xp: Any, model: GaussianModel, p: Any, rsquare: Any, active: Any,
+                  n_supported: Any = None) -> Any:
+    """:class:`Quality` codes (k,) of solutions ``p`` (k, P), vectorised (NumPy or CuPy).
+
+    ``rsquare`` (k,), ``active`` (k, P) coefficients held at a bound, ``n_supported`` (k,)
+    peaks the data support (``-1`` or None: unknown).
+    """
+    n = model.n
+    a, b, c = p[:, 0 : 3 * n : 3], p[:, 1 : 3 * n : 3], p[:, 2 : 3 * n : 3]
+    with np.errstate(invalid="ignore"):
+        unresolved = xp.any((a == 0) | (c == 0), axis=1)
+        if n > 1:
+            o = xp.argsort(b, axis=1)
+            bs = xp.take_along_axis(b, o, axis=1)
+            cs = xp.abs(xp.take_along_axis(c, o, axis=1))
+            close = (bs[:, 1:] - bs[:, :-1]) < 0.5 * xp.minimum(cs[:, 1:], cs[:, :-1])
+            unresolved = unresolved | xp.any(close, axis=1)
+        q = ((rsquare < 0) * int(Quality.NEGATIVE_RSQUARE)
+             + xp.isnan(rsquare) * int(Quality.NAN_RSQUARE)
+             + xp.any(active, axis=1) * int(Quality.AT_BOUND)
+             + unresolved * int(Quality.UNRESOLVED_PEAKS))
+        if n_supported is not None:
+            q = q + ((n_supported >= 0) & (n_supported < n)) * int(Quality.TOO_MANY_TERMS)
+    return q.astype(xp.int64)
 
 
 def format_g(value: float, spec: str) -> str:
@@ -99,36 +194,62 @@ class GoodnessOfFit:
         return {k: getattr(self, k) for k in ("sse", "rsquare", "dfe", "adjrsquare", "rmse")}
 
 
+def gof_rows(xp: Any, Ys: Any, W: Any, sse_s: Any, numobs: Any, numparam: int,
+             n_active: Any, scale: Any = None) -> dict[str, Any]:
+    """MATLAB's goodness-of-fit formulas for rows of data, vectorised (NumPy or CuPy).
+
+    The one implementation, used by single fits (:func:`goodness_of_fit`) and batches. The data
+    ``Ys`` (k, m) and the sums of squares ``sse_s`` (k,) are given divided by a per-row
+    ``scale`` (k,) (e.g. ``max|y|``), so that data near 1e±300 give exact R² and RMSE; SSE is
+    returned as ``sse_s * scale**2`` (which may overflow to ``inf`` or underflow to 0, as the
+    true value does). ``W`` (k, m) are the weights (zero at unused points) or None.
+
+    ``dfe = numobs - numparam + n_active``; ``rsquare = 1 - sse/sst`` (NaN when both are 0,
+    ``-inf`` when only ``sst`` is); ``adjrsquare`` and ``rmse`` are NaN for ``dfe <= 0`` (then
+    ``dfe`` is reported as 0).
+    """
+    s = xp.ones(Ys.shape[0]) if scale is None else scale
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
+        if W is None:
+            dev = Ys - Ys.mean(axis=1, keepdims=True)
+            sst = (dev * dev).sum(axis=1)
+        else:
+            sw = W.sum(axis=1)
+            ybar = (W * Ys).sum(axis=1) / xp.where(sw > 0, sw, xp.nan)
+            sst = (W * (Ys - ybar[:, None]) ** 2).sum(axis=1)
+        rsq = xp.where(sst != 0, 1.0 - sse_s / xp.where(sst != 0, sst, 1.0), -xp.inf)
+        rsq = xp.where((sst == 0) & (sse_s == 0), xp.nan, rsq)
+        dfe = numobs - numparam + n_active
+        ok = dfe > 0
+        dfe_safe = xp.where(ok, dfe, 1)
+        adj = xp.where(ok, 1.0 - (1.0 - rsq) * (numobs - 1) / dfe_safe, xp.nan)
+        rmse = xp.where(ok, xp.sqrt(sse_s / dfe_safe) * s, xp.nan)
+        sse = sse_s * s * s
+    return {"sse": sse, "rsquare": rsq, "adjrsquare": adj, "rmse": rmse,
+            "dfe": xp.where(ok, dfe, 0).astype(xp.int64)}
+
+
 def goodness_of_fit(
     y: np.ndarray, residuals: np.ndarray, numparam: int, weights: np.ndarray | None = None,
     n_active: int = 0,
 ) -> GoodnessOfFit:
-    """MATLAB's goodness-of-fit formulas (``fit.m``, ``iGoodnessStructure``).
+    """MATLAB's goodness-of-fit formulas (``fit.m``, ``iGoodnessStructure``) for one spectrum.
 
     ``residuals`` are the *unweighted* residuals ``y - f``; with weights ``w`` the sums are
     weighted: ``sse = sum(w r^2)``, ``ybar = sum(w y)/sum(w)``, ``sst = sum(w (y-ybar)^2)``.
-    ``dfe = numobs - numparam + n_active``; ``rsquare = 1 - sse/sst`` (NaN when both are 0);
-    ``adjrsquare = 1 - (1-rsquare)(numobs-1)/dfe`` and ``rmse = sqrt(sse/dfe)``, NaN for
-    ``dfe <= 0`` (then ``dfe`` is reported as 0).
+    See :func:`gof_rows` (the same formulas for many rows, which this calls).
     """
     y = np.asarray(y, dtype=float)
     r = np.asarray(residuals, dtype=float)
-    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
-    numobs = y.size
-    sse = float(np.sum(w * r * r))
-    sw = float(np.sum(w))
-    ybar = float(np.sum(w * y) / sw) if sw > 0 else float("nan")
-    sst = float(np.sum(w * (y - ybar) ** 2))
-    if sst == 0 and sse == 0:
-        rsq = float("nan")
-    else:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rsq = float(1.0 - sse / sst) if sst != 0 else float("-inf")
-    dfe = numobs - numparam + int(n_active)
-    if dfe <= 0:
-        return GoodnessOfFit(sse, rsq, 0, float("nan"), float("nan"))
-    adj = 1.0 - (1.0 - rsq) * (numobs - 1) / dfe
-    return GoodnessOfFit(sse, rsq, int(dfe), float(adj), float(math.sqrt(sse / dfe)))
+    s = float(np.max(np.abs(y))) if y.size else 1.0
+    s = s if s > 0 and math.isfinite(s) else 1.0
+    ys, rs = y / s, r / s
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    sse_s = float(np.sum(rs * rs if w is None else w * rs * rs))
+    g = gof_rows(np, ys[None, :], None if w is None else w[None, :], np.array([sse_s]),
+                 np.array([y.size]), numparam, np.array([int(n_active)]), np.array([s]))
+    return GoodnessOfFit(float(g["sse"][0]), float(g["rsquare"][0]), int(g["dfe"][0]),
+                         float(g["adjrsquare"][0]), float(g["rmse"][0]))
 
 
 @dataclass(frozen=True)
@@ -204,6 +325,8 @@ class GaussianFit:
     y: np.ndarray
     weights: np.ndarray | None = None
     normalization: tuple[float, float] | None = None
+    fit_state: FitState | None = None
+    n_supported: int = -1
     _rinv: np.ndarray | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------ structure
@@ -294,13 +417,32 @@ class GaussianFit:
 
     @property
     def state(self) -> FitState:
-        """Outcome as a :class:`FitState`."""
+        """Outcome as a :class:`FitState` (convergence; see :attr:`quality` for the rest)."""
+        if self.fit_state is not None:
+            return FitState(self.fit_state)
         return state_from_exitflag(self.output.exitflag)
 
     @property
     def converged(self) -> bool:
-        """True when the solver met a tolerance (``exitflag > 0``)."""
-        return self.output.exitflag > 0
+        """True when the solver met a tolerance (state ``CONVERGED``)."""
+        return self.state is FitState.CONVERGED
+
+    @property
+    def quality_code(self) -> int:
+        """The :class:`Quality` flags of this fit as an int (0: none, or not fitted)."""
+        if self.state in NOT_FITTED_MESSAGES:
+            return 0
+        active = self.output.activebounds
+        if active.size != self.p.size:
+            active = np.zeros(self.p.size, dtype=bool)
+        q = quality_flags(np, self.model, self.p[None, :], np.array([self.gof.rsquare]),
+                          active[None, :], np.array([self.n_supported]))
+        return int(q[0])
+
+    @property
+    def quality(self) -> tuple[str, ...]:
+        """Names of the :class:`Quality` flags of this fit (empty: none)."""
+        return quality_names(self.quality_code)
 
     @property
     def activebounds(self) -> np.ndarray:
@@ -478,6 +620,8 @@ class GaussianFit:
             ]
             if self.output.exitflag <= 0:
                 lines += ["", self.output.message]
+            if self.quality:
+                lines += ["", f"Quality flags: {', '.join(self.quality)}"]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -503,6 +647,7 @@ class GaussianFit:
             "gof": {k: _num(v) for k, v in self.gof.as_dict().items()},
             "exitflag": int(self.output.exitflag),
             "state": self.state.name.lower(),
+            "quality": list(self.quality),
             "iterations": int(self.output.iterations),
             "funcCount": int(self.output.funcCount),
             "message": self.output.message,
@@ -519,6 +664,118 @@ class GaussianFit:
         from .interop import to_lmfit
 
         return to_lmfit(self)
+
+
+def build_fit_result(
+    model: GaussianModel,
+    opts: FitOptions,
+    algorithm: str,
+    p: np.ndarray,
+    held: np.ndarray,
+    start: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    ws: np.ndarray | None,
+    order: np.ndarray,
+    *,
+    iterations: int,
+    nfev: int,
+    exitflag: int,
+    firstorderopt: float,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray | None,
+    normalization: tuple[float, float] | None = None,
+    sort: bool = True,
+    message: str | None = None,
+    state: int | None = None,
+    n_supported: int = -1,
+) -> GaussianFit:
+    """Assemble the :class:`GaussianFit` of one spectrum from a solution.
+
+    The one place where a single fit's result is built, used by :func:`fit_gaussians` and by
+    indexing a batch result (``BatchFit[i]``): optional sorting of the terms by centre, active
+    bounds, Jacobian and residuals at the solution, goodness of fit, exit message and
+    ``FitOutput``, state and quality flags.
+
+    Parameters
+    ----------
+    model, opts, algorithm :
+        The model, the fit options (bounds) and the algorithm actually run.
+    p, held, start : ndarray (P,)
+        Solution (original units), coefficients held at a bound, start point.
+    xs, ys, ws : ndarray (m,)
+        The data used, sorted by x (``ws`` the weights or None).
+    order : ndarray of int (m,)
+        The sorting permutation: ``xs = x[order]``; residuals and Jacobian are returned in the
+        caller's order.
+    iterations, nfev, exitflag, firstorderopt :
+        Solver statistics (``firstorderopt`` in data units).
+    x, y, weights :
+        The data in the caller's order, stored on the result.
+    normalization : (mean, std), optional
+    sort : bool
+        Reorder the terms by ascending centre.
+    message : str, optional
+        Replaces the exit message.
+    state : FitState, optional
+        The pipeline's state (default: from ``exitflag``); rows that were not fitted get the
+        message of their state.
+    n_supported : int
+        Peaks the data support (``-1``: unknown), for the ``TOO_MANY_TERMS`` quality flag.
+
+    Returns
+    -------
+    GaussianFit
+    """
+    n = model.n
+    P = model.n_params
+    p = np.asarray(p, dtype=float)
+    held = np.asarray(held, dtype=bool)
+    start = np.asarray(start, dtype=float)
+    if sort:
+        p_sorted, perm = model.sort_peaks(p)
+        idx = np.concatenate([(3 * perm[:, None] + np.arange(3)).ravel(), np.arange(3 * n, P)])
+        p, held, start = p_sorted, held[idx], start[idx]
+
+    lo, hi = opts.bounds(model)
+    active = held & ((p <= lo) | (p >= hi))
+    f, Jt = model.evaluate(xs, p[None, :], jacobian=True)
+    r = ys - f[0]
+    J = Jt[0].T.copy()
+    if ws is not None:
+        sw = np.sqrt(ws)
+        r_out, J = r * sw, J * sw[:, None]
+    else:
+        r_out = r
+    st = state_from_exitflag(exitflag) if state is None else FitState(int(state))
+    if st in NOT_FITTED_MESSAGES:
+        gof = GoodnessOfFit(math.nan, math.nan, 0, math.nan, math.nan)
+    else:
+        gof = goodness_of_fit(ys, r, P, ws, int(active.sum()))
+    if message is None:
+        message = NOT_FITTED_MESSAGES.get(st) or EXITFLAG_MESSAGES.get(exitflag, "")
+        if st is FitState.CONSTANT_DATA:
+            message = (f"Not fitted: the data are constant (all y = {ys[0]:g}), so the peak "
+                       "coefficients are not identifiable.")
+        elif st is FitState.NONFINITE_MODEL and not np.all(np.isfinite(p)):
+            message = ("The solution is not finite in the data's units (a coefficient "
+                       "overflows when the internal scaling is undone); rescale x or y.")
+    inv = np.empty_like(order)
+    inv[order] = np.arange(order.size)
+    output = FitOutput(
+        numobs=int(xs.size), numparam=P, residuals=r_out[inv], jacobian=J[inv],
+        exitflag=int(exitflag), iterations=int(iterations), funcCount=int(nfev),
+        firstorderopt=float(firstorderopt),
+        algorithm=("trust-region-reflective" if algorithm == "Trust-Region"
+                   else "levenberg-marquardt"),
+        message=message, activebounds=active,
+    )
+    return GaussianFit(
+        model=model, p=p, gof=gof, output=output, options=opts, start=start,
+        x=x, y=y, weights=weights, normalization=normalization, fit_state=st,
+        n_supported=int(n_supported),
+    )
 
 
 def _num(v: Any) -> float | int | None:

@@ -32,6 +32,7 @@ from scipy import stats
 
 from .errors import FitWarning, InputError
 from .models import FWHM_PER_C, GaussianModel
+from .result import FitState
 
 __all__ = [
     "CRITERIA",
@@ -352,11 +353,14 @@ def fit_auto(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FitWarning)  # overfitted candidates warn by design
             try:
-                fits.append(fit_gaussians(x, y, k, baseline=baseline, **kwargs))
+                f = fit_gaussians(x, y, k, baseline=baseline, **kwargs)
             except InputError as exc:
                 if not fits or "not enough data" not in str(exc):
                     raise
-                break  # excluded or missing points leave too few for larger n
+                break  # too few points for larger n
+        if fits and f.state is FitState.INSUFFICIENT_DATA:
+            break  # excluded, missing or zero-weight points leave too few for larger n
+        fits.append(f)
     ns = ns[: len(fits)]
     sse = np.array([[f.gof.sse for f in fits]])
     m = np.array([[f.output.numobs for f in fits]])
@@ -458,13 +462,9 @@ class AutoBatchFit:
             "index": np.arange(len(self), dtype=np.int64), "n": self.n.astype(np.int64),
             "state": self.state.astype(np.int64), "sse": self.sse, "rsquare": self.rsquare,
         }
-        means = self.means
-        for i in range(self.n_max):
-            out[f"mean{i + 1}"] = means[:, i]
-        for j, nm in enumerate(self.names):
-            out[nm] = self.p[:, j]
-        for j, nm in enumerate(self.names):
-            out[f"{nm}_err"] = self.stderr[:, j]
+        from .batchfit import coefficient_columns
+
+        out.update(coefficient_columns(self.means, self.names, self.p, self.stderr))
         return out
 
     def to_dataframe(self) -> Any:

@@ -362,7 +362,8 @@ def test_to_table_dataframe_and_summary(data):
     t = r.to_table()
     names = ["a1", "b1", "c1", "a2", "b2", "c2", "d0"]
     assert list(t) == (["index", "state", "state_code", "exitflag", "sse", "rsquare",
-                        "adjrsquare", "rmse", "dfe", "iterations", "mean1", "mean2"] + names
+                        "adjrsquare", "rmse", "dfe", "iterations", "quality", "mean1",
+                        "mean2"] + names
                        + [f"{nm}_err" for nm in names])
     assert t["state"].tolist() == ["converged", "constant_data", "converged"]
     assert t["state_code"].tolist() == [0, 5, 0]

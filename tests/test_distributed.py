@@ -45,8 +45,10 @@ def reference(Y, x=X, rows=None, **kw) -> np.ndarray:
         sl = slice(i, min(i + rows, k))
         kwi = {key: (v[sl] if key in ("weights", "start") and np.ndim(v) == 2 else v)
                for key, v in kw.items()}
-        t = fit_gaussians_batch(x if np.ndim(x) == 1 else x[sl], Y[sl], 2, **kwi).to_table()
+        r = fit_gaussians_batch(x if np.ndim(x) == 1 else x[sl], Y[sl], 2, **kwi)
+        t = r.to_table()
         t["state"] = t["state_code"]
+        t["quality"] = r.quality
         parts.append(np.column_stack([np.asarray(t[c], dtype=float)
                                       for c in result_columns(2, kw.get("baseline", "none"))]))
     return np.concatenate(parts)
@@ -55,6 +57,7 @@ def reference(Y, x=X, rows=None, **kw) -> np.ndarray:
 def test_result_columns_layout():
     assert result_columns(2) == [
         "state", "exitflag", "sse", "rsquare", "adjrsquare", "rmse", "dfe", "iterations",
+        "quality",
         "mean1", "mean2", "a1", "b1", "c1", "a2", "b2", "c2",
         "a1_err", "b1_err", "c1_err", "a2_err", "b2_err", "c2_err"]
     assert result_columns(1, "linear")[-7:] == ["d0", "d1", "a1_err", "b1_err", "c1_err",
@@ -65,7 +68,7 @@ def test_fit_dask_threads_equals_batch_block_by_block():
     Y, truth = make_Y()
     for chunks in ((5, 251), (23, 100), (1, 251)):  # rows split unevenly; columns split
         packed = fit_dask(da.from_array(Y, chunks=chunks), X, n=2)
-        assert packed.shape == (23, 22) and packed.chunks[1] == (22,)
+        assert packed.shape == (23, 23) and packed.chunks[1] == (23,)
         got = packed.compute(scheduler="threads")
         np.testing.assert_array_equal(got, reference(Y, rows=chunks[0]))
     cols = result_columns(2)
@@ -87,7 +90,7 @@ def test_numpy_input_per_spectrum_x_and_kwargs_pass_through():
     Xk = np.tile(X, (6, 1)) + np.arange(6)[:, None]  # each spectrum its own (shifted) x
     packed = fit_dask(Y, Xk, n=2, start="matlab", max_iter=1).compute(scheduler="sync")
     np.testing.assert_array_equal(packed, reference(Y, Xk, start="matlab", max_iter=1))
-    assert packed.shape == (6, 22)
+    assert packed.shape == (6, 23)
     cols = result_columns(2)
     assert packed[:, cols.index("iterations")].tolist() == [1.0] * 6
     assert not np.array_equal(packed, reference(Y, Xk, start="matlab"))  # max_iter got through
@@ -123,7 +126,7 @@ def test_bad_shapes():
         fit_dask(da.ones(5), X, n=1)
     with pytest.raises(InputError, match=r"x has shape \(10,\); expected \(251,\) or \(3, 251\)"):
         fit_dask(np.ones((3, 251)), np.arange(10.0), n=1)
-    with pytest.raises(InputError, match=r"packed result must have shape \(k, 15\)"):
+    with pytest.raises(InputError, match=r"packed result must have shape \(k, 16\)"):
         unpack(np.ones((2, 3)), 1)
 
 

@@ -40,7 +40,8 @@ def test_api_reference_covers_the_public_modules():
     entries = set(re.findall(r"^::: ([\w.]+)\s*$", (REPO / "docs" / "api.md").read_text(), re.M))
     for mod in ("peakfit", "peakfit.fit", "peakfit.matlab", "peakfit.options", "peakfit.result",
                 "peakfit.models", "peakfit.start", "peakfit.batch", "peakfit.signal",
-                "peakfit.io", "peakfit.matlab_text", "peakfit.plot", "peakfit.interop",
+                "peakfit.io", "peakfit.matlab.text", "peakfit.matlab.compare", "peakfit.plot",
+                "peakfit.interop", "peakfit.backends", "peakfit.pipeline", "peakfit.batchfit",
                 "peakfit.distributed", "peakfit.cli", "peakfit.errors", "peakfit.gd"):
         assert mod in entries, mod
 

@@ -239,6 +239,7 @@ def test_gpu_pipeline_simulated_on_the_cpu_equals_the_numpy_path(build_dir, monk
     import sys
 
     from peakfit import batch as batch_mod
+    from peakfit.backends import Backend
     from peakfit.gpu.kernels import FusedNormalEquations
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -252,8 +253,8 @@ def test_gpu_pipeline_simulated_on_the_cpu_equals_the_numpy_path(build_dir, monk
     factory = host_factory(build_dir)
 
     def sim_backend(device, Yarg, check_every):
-        return batch_mod._Backend(
-            "gpu", np, "gpu-sim", (MemoryError,), 4 if check_every is None else check_every,
+        return Backend(
+            "gpu", np, "gpu-sim", "cupy", (MemoryError,), 4 if check_every is None else check_every,
             lambda model, xx, YY, sw: FusedNormalEquations(model, xx, YY, sw, xp=np,
                                                            kernel_factory=factory))
 

@@ -1,21 +1,37 @@
-"""MATLAB-compatible entry points for people porting scripts.
+"""Everything MATLAB: the MATLAB-compatible ``fit``, reading MATLAB's results, comparing.
 
 ``peakfit.matlab.fit(x, y, 'gauss4', ...)`` returns ``(fitresult, gof, output)`` like MATLAB's
 ``[fitresult, gof, output] = fit(x, y, 'gauss4', ...)``. It uses MATLAB's start point
-(``gaussnstart``) unless a ``StartPoint`` is given and keeps the terms in the solver's order,
-as MATLAB does; :func:`peakfit.fit_gaussians` is the Pythonic interface with the robust start.
+(:func:`gaussnstart`) unless a ``StartPoint`` is given and keeps the terms in the solver's
+order, as MATLAB does; :func:`peakfit.fit_gaussians` is the Pythonic interface with the robust
+start.
+
+:mod:`peakfit.matlab.text` reads what MATLAB printed or saved (:func:`parse_matlab_fit`,
+:func:`load_matlab_coefficients`, :func:`read_matlab_result`) and
+:mod:`peakfit.matlab.compare` compares it with peakfit's fits (:func:`compare_with_matlab`,
+the library side of ``peakfit compare-matlab``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .fit import fit_gaussians
-from .models import parse_model_name
-from .options import FitOptions, fitoptions
-from .result import FitOutput, GaussianFit, GoodnessOfFit
+from ..fit import fit_gaussians
+from ..models import parse_model_name
+from ..options import FitOptions, fitoptions
+from ..result import FitOutput, GaussianFit, GoodnessOfFit
+from ..start import gaussnstart
 
-__all__ = ["fit", "fitoptions"]
+__all__ = [
+    "MatlabFit",
+    "compare_with_matlab",
+    "fit",
+    "fitoptions",
+    "gaussnstart",
+    "load_matlab_coefficients",
+    "parse_matlab_fit",
+    "read_matlab_result",
+]
 
 
 def fit(
@@ -63,3 +79,13 @@ def fit(
     n = parse_model_name(fittype)
     r = fit_gaussians(x, y, n, start="matlab", options=options, sort=False, **fit_options)
     return r, r.gof, r.output
+
+
+# after fit: compare imports it
+from .compare import compare_with_matlab  # noqa: E402
+from .text import (  # noqa: E402
+    MatlabFit,
+    load_matlab_coefficients,
+    parse_matlab_fit,
+    read_matlab_result,
+)
