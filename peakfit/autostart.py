@@ -146,6 +146,12 @@ _BASELINE_DIP = 5.0
 #: spectra: 85 -> 91 %) but triples the start stage of large batches.
 _PURSUIT_BASELINES = ("constant", "linear", "quadratic")
 _PURSUIT_WIDTHS = 8
+#: Where the polarity is decided by the asymmetric baseline fits (step 2), both polarities
+#: are solved and the lower sum of squares on the raw data wins.
+_BOTH_POLARITIES = True
+#: The polarity is in doubt where the data dip below the edge-fitted baseline (against the
+#: chosen polarity) by more than this many noise levels.
+_POLARITY_DIP = 2.5
 _POLY_DEGREE = {"none": -1, "constant": 0, "linear": 1, "quadratic": 2}
 #: Points within this many noise levels of an asymmetric baseline count as touching it.
 _CONTACT = 3.0
@@ -580,6 +586,7 @@ class _Prep:
     sx: Any
     sy: Any  # (k, 1)
     noise: Any  # (k,)
+    ambiguous: Any = None  # None or (k,) bool: the polarity is in doubt (step 2)
 
     def take(self, rows: Any) -> _Prep:
         def t(a: Any, shared: bool) -> Any:
@@ -590,11 +597,16 @@ class _Prep:
             U=t(self.U, shared), Z=self.Z[rows], S=self.S[rows], W=t(self.W, False),
             q0=self.q0[rows], sign=self.sign[rows], x0=t(self.x0, self.x0.shape[0] == 1),
             sx=t(self.sx, self.sx.shape[0] == 1), sy=self.sy[rows], noise=self.noise[rows],
+            ambiguous=t(self.ambiguous, False),
         )
 
 
-def _prepare(model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None) -> _Prep:
-    """Steps 1-2: validity, normalisation, baseline, polarity, user smoothing, noise."""
+def _prepare(
+    model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None, force: Any = None,
+) -> _Prep:
+    """Steps 1-2: validity, normalisation, baseline, polarity, user smoothing, noise.
+    ``force`` (k,), +1 or -1, imposes the polarity of spectra whose baseline is fitted by
+    asymmetric least squares (the others keep theirs)."""
     xp = get_xp(x, Y)
     k = Y.shape[0]
     n = model.n
@@ -641,7 +653,11 @@ def _prepare(model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | Non
         # peaks) deeper than _BASELINE_DIP noise levels; elsewhere a peak lifted it, and the
         # baseline is fitted from below the (signed) peaks instead
         noise = _noise(xp, U, Z)
-        lifted = (S * sign[:, None]).min(axis=1) < -_BASELINE_DIP * noise
+        dip = (S * sign[:, None]).min(axis=1)
+        lifted = dip < -_BASELINE_DIP * noise
+        ambiguous = dip < -_POLARITY_DIP * noise
+        if force is not None:
+            lifted = xp.ones(k, dtype=bool)
         if bool(lifted.any()):
             # fitted from below the peaks and from above the dips: the polarity is the one
             # whose baseline touches the data (within _CONTACT noise levels) at more points
@@ -656,9 +672,13 @@ def _prepare(model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | Non
                     Sa = Sa * W
                 fits.append((sg * qa, sg * Sa, (Sa < _CONTACT * noise[:, None]).sum(axis=1)))
             pos = fits[0][2] >= fits[1][2]
+            if force is not None:
+                pos = force > 0
             sign = xp.where(lifted, xp.where(pos, 1.0, -1.0), sign)
             q0 = xp.where(lifted[:, None], xp.where(pos[:, None], fits[0][0], fits[1][0]), q0)
             S = xp.where(lifted[:, None], xp.where(pos[:, None], fits[0][1], fits[1][1]), S)
+    else:
+        ambiguous = None
     Z = Z * sign[:, None]
     S = S * sign[:, None]
     q0 = q0 * _baseline_sign(model, sign)
@@ -666,7 +686,7 @@ def _prepare(model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | Non
         Z = _user_smooth(xp, x, Z, spec)
         S = _user_smooth(xp, x, S, spec)
     return _Prep(U=U, Z=Z, S=S, W=W, q0=q0, sign=sign, x0=x0, sx=sx, sy=sy,
-                 noise=_noise(xp, U, S))
+                 noise=_noise(xp, U, S), ambiguous=ambiguous)
 
 
 def _bin_factors(xp: Any, S: Any, q_user: int | None) -> np.ndarray:
@@ -687,11 +707,69 @@ def _estimate(
     model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None, q_user: int | None,
     trials: int, seed: int, iters: int, want_info: bool = False,
 ) -> tuple[Any, AutoStartInfo | None]:
-    """Steps 1-7 for a chunk of spectra; spectra with different bin sizes run as groups."""
+    """Steps 1-7 for a chunk of spectra; spectra with different bin sizes run as groups.
+    Where the polarity came from an asymmetric baseline fit (step 2), both polarities are
+    solved and the start with the lower sum of squares on the raw data is kept."""
     xp = get_xp(x, Y)
     k = Y.shape[0]
     prep = _prepare(model, x, Y, spec)
     qs = _bin_factors(xp, prep.S, q_user)
+    if not _BOTH_POLARITIES or prep.ambiguous is None or not bool(prep.ambiguous.any()):
+        return _estimate_prep(model, prep, qs, trials, seed, iters, want_info)
+    # the other polarity of the doubtful spectra, as extra rows of the same pass (same bins)
+    rows_h = np.flatnonzero(to_numpy(prep.ambiguous))
+    rows = xp.asarray(rows_h)
+    xr = x if x.ndim == 1 else x[rows]
+    Yr = Y[rows]
+    alt = _prepare(model, xr, Yr, spec, force=-prep.sign[rows])
+    both = _concat(prep, alt)
+    p2, info2 = _estimate_prep(model, both, np.concatenate([qs, qs[rows_h]]), trials, seed,
+                               iters, want_info)
+    p, pa = p2[:k], p2[k:]
+    better = _raw_sse(model, xr, Yr, pa) < _raw_sse(model, xr, Yr, p[rows])
+    p[rows] = xp.where(better[:, None], pa, p[rows])
+    info = None
+    if info2 is not None:
+        info = AutoStartInfo(sse=info2.sse[:k], noise=info2.noise[:k],
+                             n_supported=info2.n_supported[:k], downsample=qs)
+        info.sse[rows] = xp.where(better, info2.sse[k:], info.sse[rows])
+        info.noise[rows] = xp.where(better, info2.noise[k:], info.noise[rows])
+        info.n_supported[rows] = xp.where(better, info2.n_supported[k:],
+                                          info.n_supported[rows])
+    return p, info
+
+
+def _concat(a: _Prep, b: _Prep) -> _Prep:
+    """Rows of a then rows of b (both prepared from the same abscissae)."""
+    xp = get_xp(a.Z)
+
+    def cat(u: Any, v: Any, shared: bool) -> Any:
+        return u if (u is None or shared) else xp.concatenate([u, v], axis=0)
+
+    shared = a.U.ndim == 1
+    return _Prep(
+        U=cat(a.U, b.U, shared), Z=cat(a.Z, b.Z, False), S=cat(a.S, b.S, False),
+        W=cat(a.W, b.W, False), q0=cat(a.q0, b.q0, False), sign=cat(a.sign, b.sign, False),
+        x0=cat(a.x0, b.x0, a.x0.shape[0] == 1), sx=cat(a.sx, b.sx, a.sx.shape[0] == 1),
+        sy=cat(a.sy, b.sy, False), noise=cat(a.noise, b.noise, False),
+    )
+
+
+def _raw_sse(model: GaussianModel, x: Any, Y: Any, p: Any) -> Any:
+    """Sum of squares of p (k, P) on the raw data (non-finite points ignored)."""
+    xp = get_xp(Y, p)
+    r = Y - model.evaluate(x, p)
+    r = xp.where(xp.isfinite(r), r, 0.0)
+    return (r * r).sum(axis=1)
+
+
+def _estimate_prep(
+    model: GaussianModel, prep: _Prep, qs: np.ndarray, trials: int, seed: int,
+    iters: int, want_info: bool,
+) -> tuple[Any, AutoStartInfo | None]:
+    """Steps 3-7 for prepared spectra with bin sizes ``qs``, grouped by bin size."""
+    xp = get_xp(prep.Z)
+    k = prep.Z.shape[0]
     groups = np.unique(qs)
     if groups.size == 1:
         return _solve_group(model, prep, int(groups[0]), trials, seed, iters, want_info)
