@@ -102,7 +102,9 @@ _MIN_BINS = 100
 _CHUNK_ELEMENTS = 1 << 23
 _MOVING_METHODS = ("moving",)
 #: Repair rounds at most (step 6).
-_REPAIR_ROUNDS = 3
+_REPAIR_ROUNDS = 5
+#: A further repair round also where the new best still has a wasted term.
+_REPAIR_DEGENERATE = True
 #: Width factor of the second peeling candidate (narrow, as MATLAB's gaussnstart).
 _NARROW = 0.5
 #: Misfit tests of step 6: residual lag-1 autocorrelation (in units of 1/sqrt(M)) and the
@@ -152,6 +154,8 @@ _BOTH_POLARITIES = True
 #: The polarity is in doubt where the data dip below the edge-fitted baseline (against the
 #: chosen polarity) by more than this many noise levels.
 _POLARITY_DIP = 2.5
+#: Most steps of the refinement on the raw data that decides between the two polarities.
+_RAW_ITER = 100
 _POLY_DEGREE = {"none": -1, "constant": 0, "linear": 1, "quadratic": 2}
 #: Points within this many noise levels of an asymmetric baseline count as touching it.
 _CONTACT = 3.0
@@ -726,8 +730,11 @@ def _estimate(
     p2, info2 = _estimate_prep(model, both, np.concatenate([qs, qs[rows_h]]), trials, seed,
                                iters, want_info)
     p, pa = p2[:k], p2[k:]
-    better = _raw_sse(model, xr, Yr, pa) < _raw_sse(model, xr, Yr, p[rows])
-    p[rows] = xp.where(better[:, None], pa, p[rows])
+    # each polarity's start refined on the raw data (the binned optimum can misrank them)
+    r = rows_h.size
+    both_p, both_s = _raw_refine(model, xr, Yr, xp.concatenate([p[rows], pa], axis=0))
+    better = both_s[r:] < both_s[:r]
+    p[rows] = xp.where(better[:, None], both_p[r:], both_p[:r])
     info = None
     if info2 is not None:
         info = AutoStartInfo(sse=info2.sse[:k], noise=info2.noise[:k],
@@ -755,12 +762,23 @@ def _concat(a: _Prep, b: _Prep) -> _Prep:
     )
 
 
-def _raw_sse(model: GaussianModel, x: Any, Y: Any, p: Any) -> Any:
-    """Sum of squares of p (k, P) on the raw data (non-finite points ignored)."""
+def _raw_refine(model: GaussianModel, x: Any, Y: Any, p: Any) -> tuple[Any, Any]:
+    """Starts p (j*k, P), j per spectrum of Y (k, m), refined on the raw data in the
+    original units (the caller's solver and tolerances, at most ``_RAW_ITER`` steps,
+    non-finite points ignored). Returns (p, sse)."""
     xp = get_xp(Y, p)
-    r = Y - model.evaluate(x, p)
-    r = xp.where(xp.isfinite(r), r, 0.0)
-    return (r * r).sum(axis=1)
+    j = p.shape[0] // Y.shape[0]
+    fin = xp.isfinite(Y) & (xp.isfinite(x) if x.ndim == 2 else xp.isfinite(x)[None, :])
+    Yr = xp.tile(xp.where(fin, Y, 0.0), (j, 1))
+    xr = x if x.ndim == 1 else xp.tile(x, (j, 1))
+    w = None if bool(fin.all()) else xp.tile(fin.astype(Yr.dtype), (j, 1))
+    if x.ndim == 1 and not bool(xp.isfinite(x).all()):
+        xr = xp.where(xp.isfinite(x), x, 0.0)
+    res = levenberg_marquardt(NormalEquations(model, xr, Yr, w), p, model.default_lower(),
+                              model.default_upper(), max_iter=_RAW_ITER,
+                              max_fun_evals=2 * _RAW_ITER, lam0=LAM0)
+    sse = xp.where(xp.isfinite(res.sse), res.sse, xp.inf)
+    return xp.where(xp.isfinite(res.p), res.p, p), sse
 
 
 def _estimate_prep(
@@ -882,7 +900,9 @@ def _solve_group(
         best[rows] = nb_best
         sse[rows] = nb_sse
         # another round only where a repair (not the continued best) won and misfit remains
-        again = (j > 0) & _misfit(xp, model, U_r, Z_r, sw_r, nb_best, nb_sse, noise_b[rows])
+        again = (j > 0) & (
+            _misfit(xp, model, U_r, Z_r, sw_r, nb_best, nb_sse, noise_b[rows])
+            | (_degenerate(xp, model, nb_best, lo[rows], noise_b[rows]) & _REPAIR_DEGENERATE))
         todo = xp.zeros(k, dtype=bool)
         todo[rows] = again
 
