@@ -154,6 +154,8 @@ _BOTH_POLARITIES = True
 #: The polarity is in doubt where the data dip below the edge-fitted baseline (against the
 #: chosen polarity) by more than this many noise levels.
 _POLARITY_DIP = 2.5
+#: ... and by more than this fraction of the largest excursion in the chosen polarity.
+_POLARITY_RATIO = 0.1
 #: Most steps of the refinement on the raw data that decides between the two polarities.
 _RAW_ITER = 100
 _POLY_DEGREE = {"none": -1, "constant": 0, "linear": 1, "quadratic": 2}
@@ -659,7 +661,8 @@ def _prepare(
         noise = _noise(xp, U, Z)
         dip = (S * sign[:, None]).min(axis=1)
         lifted = dip < -_BASELINE_DIP * noise
-        ambiguous = dip < -_POLARITY_DIP * noise
+        ambiguous = (dip < -_POLARITY_DIP * noise) & (
+            -dip > _POLARITY_RATIO * (S * sign[:, None]).max(axis=1))
         if force is not None:
             lifted = xp.ones(k, dtype=bool)
         if bool(lifted.any()):
