@@ -18,7 +18,13 @@ Algorithm (every step vectorised over spectra; NumPy or CuPy)
    Where the data dip below the edge fit by more than ``_BASELINE_DIP`` noise levels (a peak
    at an end lifted it), a polynomial baseline is fitted instead by asymmetric least squares
    from below the peaks and from above the dips; the polarity is then the one whose baseline
-   touches more points (within ``_CONTACT`` noise levels).
+   touches more points (within ``_CONTACT`` noise levels). Where the polarity is in doubt
+   (the data dip below the edge fit, against the chosen polarity, by more than
+   ``_POLARITY_DIP`` noise levels and ``_POLARITY_RATIO`` of the largest excursion: typically
+   a peak partly outside the window on a sloping baseline), both polarities are solved
+   (steps 3-6, as extra rows of the same pass, with the same bins), each result is refined on
+   the raw data (the caller's solver, at most ``_RAW_ITER`` steps) and the lower sum of
+   squares wins.
    The noise level is estimated from the raw data (each point predicted by the cubic through
    its four neighbours; median absolute error; uneven spacing allowed).
 3. **Downsample**: the full width at half maximum (FWHM) of the highest feature, in samples,
@@ -51,7 +57,8 @@ Algorithm (every step vectorised over spectra; NumPy or CuPy)
    each peak in turn moved to the largest residual feature; each peak in turn split in two (the
    second half taking the slot of the weakest, or of the nearest, other peak); all heights
    re-fitted by linear least squares. They are refined as in 5 together with the current best,
-   which is replaced only when a variant ends lower; up to three rounds. (Peaks merged into one
+   which is replaced only when a variant ends lower; up to ``_REPAIR_ROUNDS`` rounds, another
+   round where a variant won and the misfit or a wasted term remains. (Peaks merged into one
    wide term, or split by noise, are the typical local minima this removes.)
 7. **Trials** (``n_trials``, as O'Haver's ``peakfit.m`` ``NumTrials``): that many random
    perturbations (seeded) of the best start are refined as in 5; then the best and every trial
@@ -101,9 +108,10 @@ _MIN_BINS = 100
 #: Elements of work memory per chunk of spectra (8 bytes each: 64 MB).
 _CHUNK_ELEMENTS = 1 << 23
 _MOVING_METHODS = ("moving",)
-#: Repair rounds at most (step 6).
+#: Repair rounds at most (step 6); hard benchmark, 150 spectra: 3 -> 5 rounds, 94.0 -> 94.7 %.
 _REPAIR_ROUNDS = 5
-#: A further repair round also where the new best still has a wasted term.
+#: A further repair round also where the new best still has a wasted term (hard benchmark,
+#: 150 spectra: 91.3 -> 94.0 %).
 _REPAIR_DEGENERATE = True
 #: Width factor of the second peeling candidate (narrow, as MATLAB's gaussnstart).
 _NARROW = 0.5
@@ -148,8 +156,8 @@ _BASELINE_DIP = 5.0
 #: spectra: 85 -> 91 %) but triples the start stage of large batches.
 _PURSUIT_BASELINES = ("constant", "linear", "quadratic")
 _PURSUIT_WIDTHS = 8
-#: Where the polarity is decided by the asymmetric baseline fits (step 2), both polarities
-#: are solved and the lower sum of squares on the raw data wins.
+#: Where the polarity is in doubt (step 2), both polarities are solved and the lower sum of
+#: squares on the raw data wins (hard benchmark, 150 spectra: 85.3 -> 91.3 %).
 _BOTH_POLARITIES = True
 #: The polarity is in doubt where the data dip below the edge-fitted baseline (against the
 #: chosen polarity) by more than this many noise levels.
