@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ def test_kernel_within_the_issue_16_budget():
     rec = _recorded()
     over = []
     for key, (regs, st, ld) in rec.items():
-        n = int(key.split("_n")[1].split("_")[0])
+        n = int(re.search(r"_n(\d+)_", key).group(1))
         fp32 = "_float32_" in key
         if fp32 and n <= 4 and regs > 128:
             over.append((key, regs))

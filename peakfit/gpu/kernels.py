@@ -241,7 +241,7 @@ def generate_source(
             for r in rows:
                 w(f"        pf_real gb_{r} = 0;")
             if t == 0:
-                w("        pf_real sb = 0;")
+                w("        pf_real sb = 0, sc = 0;")
             w("        PF_NO_UNROLL")
             w("        for (int i = i0; i < i1; ++i) {")
             ind = "            "
@@ -268,9 +268,15 @@ def generate_source(
             w(f"{ind}r *= wv;")
             for j in range(lo, P):
                 w(f"{ind}J{j} *= wv;")
-        gacc, sacc = ("gb_", "sb") if blocked else ("g_", "s")
+        gacc = "gb_" if blocked else "g_"
         if t == 0:
-            w(f"{ind}{sacc} += r * r;")
+            if blocked:  # compensated (Kahan): S decides the gain ratio and TolFun
+                w(f"{ind}const pf_real sy = r * r - sc;")
+                w(f"{ind}const pf_real st = sb + sy;")
+                w(f"{ind}sc = (st - sb) - sy;")
+                w(f"{ind}sb = st;")
+            else:
+                w(f"{ind}s += r * r;")
         for r in rows:
             w(f"{ind}{gacc}{r} += J{r} * r;")
         for r in rows:
@@ -279,7 +285,7 @@ def generate_source(
         if blocked:
             w("        }")
             if t == 0:
-                w("        s += sb;")
+                w("        s += (double)sb - (double)sc;")
             for r in rows:
                 w(f"        g_{r} += gb_{r};")
         w("    }")
