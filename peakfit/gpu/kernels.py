@@ -15,18 +15,25 @@ Design
   device (``(m, k)`` copy, no host round trip) and re-packs it when most rows have finished, so
   reads stay coalesced as the active set shrinks. Row-major data can also be read directly
   (``layout='rows'``, strides are kernel arguments) at the cost of uncoalesced loads.
-* **Registers.** The accumulators are generated as scalar variables (``A_0_0``, ``A_0_1``, ...),
-  not arrays, so the compiler keeps them in registers for gauss1-gauss4 (91 sums for
-  P = 12); larger models spill to L1-cached local memory and stay correct.
+* **Registers: the rows of A split across warps.** The accumulators are generated as scalar
+  variables (``A_0_0``, ``A_0_1``, ...), not arrays, so that they live in registers. As one
+  thread cannot hold all P(P+1)/2 of them from about P = 12, the rows of ``A`` (and of ``g``)
+  are split into contiguous slices of balanced register cost (:func:`row_slices`); each slice
+  is a non-inlined device function run by its own warp (warp ``w`` of a block serves the 32
+  spectra of group ``w // T`` and the slice ``w % T``: uniform within a warp, coalesced
+  reads). Each warp evaluates the model and the Jacobian columns it needs; the price is the
+  repeated evaluation, the gain at most 128 registers a thread for n <= 4 in float32.
 * **Generated from the model.** The source is produced in a loop over the terms of a
   :class:`~peakfit.models.GaussianModel` and over its baseline (any ``n``, every baseline),
   compiled at run time by NVRTC through ``cupy.RawKernel`` and cached per
   ``(n, baseline, dtype, layout of x and weights)``; no build step.
 * **Precision.** ``REAL`` (float or double) is the type of the data, the model and ``A``;
-  ``S`` and ``g`` are always accumulated in double. In float32 the normal matrix only shapes the
+  ``S`` and ``g`` are returned from double sums. In float32 the normal matrix only shapes the
   step (its rounding changes the path, not the minimum), while ``g`` defines the stationary
-  point and ``S`` drives the gain ratio and the ``TolFun`` test, which need more than float32's
-  7 digits for relative changes near 1e-6. Float32 uses the fast ``__expf`` by default.
+  point and ``S`` drives the gain ratio and the ``TolFun`` test: both are summed in float over
+  blocks of :data:`POINT_BLOCK` points (``S`` with Kahan compensation) and the block sums are
+  added in double, so no double arithmetic runs per point. Float32 uses the fast ``__expf``
+  by default.
 * **Testable on the CPU.** The per-spectrum routine is plain C behind a few macros
   (``PF_DEVICE``, ``PF_EXP``); with ``-DPF_HOST`` (no CUDA) the same text compiles with any C
   compiler into a host loop ``<name>_host``, which the test-suite compares with
@@ -95,8 +102,8 @@ def row_slices(model: GaussianModel, dtype: str) -> list[list[int]]:
     --------
     >>> row_slices(GaussianModel(2), 'float32')
     [[0, 1, 2, 3, 4, 5]]
-    >>> [s[0] for s in row_slices(GaussianModel(4, 'quadratic'), 'float32')]
-    [0, 3]
+    >>> [s[0] for s in row_slices(GaussianModel(4, 'quadratic'), 'float32')]  # first rows
+    [0, 2, 5, 9]
     """
     dt = np.dtype(dtype).name
     P = model.n_params
@@ -139,7 +146,7 @@ def generate_source(
     model : GaussianModel
         ``n`` and baseline; the terms are generated in a loop over ``model``.
     dtype : {'float64', 'float32'}
-        Type of data, model values and ``A`` (``S`` and ``g`` are always double).
+        Type of data, model values and ``A`` (``S`` is returned in double).
     x_per_row : bool
         x has one row per spectrum (else one shared vector).
     weights : {'none', 'shared', 'row'}
@@ -151,7 +158,8 @@ def generate_source(
     Returns
     -------
     str
-        Source defining ``PF_DEVICE void <name>_point_sums(...)`` (one spectrum), the kernel
+        Source defining ``PF_DEVICE void <name>_slice<t>(...)`` (one spectrum, the rows of
+        slice ``t``), the kernel
         ``extern "C" __global__ void <name>(...)`` under CUDA, and ``void <name>_host(...)``
         (a loop over spectra) under ``PF_HOST``.
 
