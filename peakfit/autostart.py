@@ -113,6 +113,9 @@ _REPAIR_ROUNDS = 5
 #: A further repair round also where the new best still has a wasted term (hard benchmark,
 #: 150 spectra: 91.3 -> 94.0 %).
 _REPAIR_DEGENERATE = True
+#: Repair variants of step 6: "move" (each peak to the largest residual feature), "split"
+#: (each peak in two), "drop" and "merge" (birth/death moves, see :func:`_rebirths`).
+_VARIANTS = ("move", "split", "drop", "merge")
 #: Width factor of the second peeling candidate (narrow, as MATLAB's gaussnstart).
 _NARROW = 0.5
 #: Misfit tests of step 6: residual lag-1 autocorrelation (in units of 1/sqrt(M)) and the
@@ -1174,19 +1177,22 @@ def _repair_candidates(
     Rs = _moving(xp, R, 3) if R.shape[1] >= 6 else R
     a_new, b_new, c_new = _feature(xp, Rs, U, du)
     a_new = xp.maximum(a_new, floor)
-    nv = 1 + n + (2 * n if n >= 2 else 0)
-    out = xp.repeat(best[:, None, :], nv, axis=1)
-    for j in range(n):
-        out[:, 1 + j, 3 * j] = a_new
-        out[:, 1 + j, 3 * j + 1] = b_new
-        out[:, 1 + j, 3 * j + 2] = xp.maximum(c_new, 0.5 * best[:, 3 * j + 2])
-    if n >= 2:
+    blocks = [best[:, None, :]]
+    if "move" in _VARIANTS or n == 1:
+        mv = xp.repeat(best[:, None, :], n, axis=1)
+        for j in range(n):
+            mv[:, j, 3 * j] = a_new
+            mv[:, j, 3 * j + 1] = b_new
+            mv[:, j, 3 * j + 2] = xp.maximum(c_new, 0.5 * best[:, 3 * j + 2])
+        blocks.append(mv)
+    if n >= 2 and "split" in _VARIANTS:
+        sp = xp.repeat(best[:, None, :], 2 * n, axis=1)
         a = best[:, 0 : 3 * n : 3]
         b = best[:, 1 : 3 * n : 3]
         c = best[:, 2 : 3 * n : 3]
         weak = xp.abs(a) * c
         rows = xp.arange(k)
-        s = 1 + n
+        s = 0
         for j in range(n):
             dist = xp.abs(b - b[:, j : j + 1])
             dist[:, j] = xp.inf
@@ -1194,24 +1200,84 @@ def _repair_candidates(
             sc[:, j] = xp.inf
             aj, bj, cj = 0.8 * a[:, j], b[:, j], c[:, j]
             for v in (xp.argmin(sc, axis=1), xp.argmin(dist, axis=1)):
-                out[:, s, 3 * j] = aj
-                out[:, s, 3 * j + 1] = bj - 0.5 * cj
-                out[:, s, 3 * j + 2] = 0.7 * cj
-                out[rows, s, 3 * v] = aj
-                out[rows, s, 3 * v + 1] = bj + 0.5 * cj
-                out[rows, s, 3 * v + 2] = 0.7 * cj
+                sp[:, s, 3 * j] = aj
+                sp[:, s, 3 * j + 1] = bj - 0.5 * cj
+                sp[:, s, 3 * j + 2] = 0.7 * cj
+                sp[rows, s, 3 * v] = aj
+                sp[rows, s, 3 * v + 1] = bj + 0.5 * cj
+                sp[rows, s, 3 * v + 2] = 0.7 * cj
                 s += 1
+        blocks.append(sp)
+    base = Z - _gauss_sum(xp, U, best[:, 0 : 3 * n : 3], best[:, 1 : 3 * n : 3],
+                          best[:, 2 : 3 * n : 3]) - R
+    kinds = tuple(v for v in ("drop", "merge") if v in _VARIANTS)
+    if n >= 2 and kinds:
+        blocks.append(_rebirths(xp, U, Z - base, sw, best, n, du, floor, kinds))
+    out = xp.concatenate(blocks, axis=1)
     # heights of every variant re-fitted to the data less the baseline
     V = out.shape[1]
     flat = out.reshape(k * V, P)
-    base = Z - _gauss_sum(xp, U, best[:, 0 : 3 * n : 3], best[:, 1 : 3 * n : 3],
-                          best[:, 2 : 3 * n : 3]) - R
     Ur = U if U.ndim == 1 else xp.repeat(U, V, axis=0)
     flat[:, 0 : 3 * n : 3] = _refit_heights(
         xp, Ur, xp.repeat(Z - base, V, axis=0), flat[:, 1 : 3 * n : 3], flat[:, 2 : 3 * n : 3],
         None if sw is None else xp.repeat(sw, V, axis=0), xp.repeat(floor, V)[:, None],
     )
     return flat.reshape(k, V, P)
+
+
+def _rebirths(
+    xp: Any, U: Any, D: Any, sw: Any, best: Any, n: int, du: Any, floor: Any,
+    kinds: tuple[str, ...] = ("drop", "merge"),
+) -> Any:
+    """Birth/death variants of each start (k, P) -> (k, 2n, P) for the peaks D (k, M) (data
+    less the baseline): for each peak j in turn, (1) j dropped, (2) j merged with its nearest
+    neighbour (one term at their weighted centre, spanning both); the freed slot is re-seeded
+    at the highest feature of the residual left by the remaining terms. Unlike a move (which
+    looks at the residual of the full start), a wide term that covers a close pair is gone or
+    narrowed before the residual is read, so the pair's second peak shows."""
+    k = best.shape[0]
+    a = best[:, 0 : 3 * n : 3]
+    b = best[:, 1 : 3 * n : 3]
+    c = best[:, 2 : 3 * n : 3]
+    rows = xp.arange(k)
+    nk = len(kinds)
+    out = xp.repeat(best[:, None, :], nk * n, axis=1)
+    smooth = D.shape[1] >= 6
+    for j in range(n):
+        dist = xp.abs(b - b[:, j : j + 1])
+        dist[:, j] = xp.inf
+        v = xp.argmin(dist, axis=1)
+        av, bv, cv = a[rows, v], b[rows, v], c[rows, v]
+        wj = xp.abs(a[:, j]) * c[:, j]
+        wv = xp.abs(av) * cv
+        wsum = xp.maximum(wj + wv, 1e-300)
+        bm = (wj * b[:, j] + wv * bv) / wsum
+        # second moment of the pair about bm (c^2 / 2 is a term's variance)
+        var = (wj * (0.5 * c[:, j] ** 2 + (b[:, j] - bm) ** 2)
+               + wv * (0.5 * cv**2 + (bv - bm) ** 2)) / wsum
+        merged = [(j, (v, bm, xp.sqrt(2.0 * var), xp.maximum(a[:, j], av))) if kd == "merge"
+                  else (j, None) for kd in kinds]
+        for t, (slot, mg) in enumerate(merged):
+            aa, bb, cc = a.copy(), b.copy(), c.copy()
+            aa[:, slot] = 0.0
+            if mg is not None:
+                vv, bm_, cm_, am_ = mg
+                aa[rows, vv] = am_
+                bb[rows, vv] = bm_
+                cc[rows, vv] = cm_
+            Rr = D - _gauss_sum(xp, U, aa, bb, cc)
+            if sw is not None:
+                Rr = Rr * (sw > 0)
+            Rs = _moving(xp, Rr, 3) if smooth else Rr
+            fa, fb, fc = _feature(xp, Rs, U, du)
+            aa[:, slot] = xp.maximum(fa, floor)
+            bb[:, slot] = fb
+            cc[:, slot] = fc
+            o = out[:, nk * j + t]
+            o[:, 0 : 3 * n : 3] = aa
+            o[:, 1 : 3 * n : 3] = bb
+            o[:, 2 : 3 * n : 3] = cc
+    return out
 
 
 def _trials(
