@@ -247,7 +247,23 @@ def levenberg_marquardt(
     diag = xp.arange(P)
     sqrt_eps = np.sqrt(_EPS)
     iteration = 0
-    while True:
+    # the Numba engine runs the same per-row iteration compiled (one call per iteration)
+    step = getattr(evaluate, "lm_iteration", None) if on_host and P else None
+    if step is not None:
+        lo, hi = np.ascontiguousarray(lo), np.ascontiguousarray(hi)
+        p, A, g = (np.ascontiguousarray(a) for a in (p, A, g))
+        while True:
+            idx = np.flatnonzero(active)
+            if idx.size == 0:
+                break
+            iteration += 1
+            step(idx, p, A, g, sse, lam, nu, D, lo, hi, it, nfev, sse0, exitflag, active, tr,
+                 tol_fun, tol_x, max_iter, max_fun_evals)
+            if callback is not None:
+                stop = callback(iteration, idx, sse[idx], lam[idx])
+                if stop is not None:  # the caller ends these rows (exitflag 0)
+                    active[idx[np.asarray(stop, dtype=bool)]] = False
+    while step is None:
         idx = xp.flatnonzero(active)
         if idx.size == 0:
             break
