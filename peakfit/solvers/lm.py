@@ -137,6 +137,20 @@ def _solve(xp: Any, M: Any, b: Any, engine: str = "numpy") -> Any:
         return out
 
 
+def _compiled_iteration(evaluate: Any, on_host: bool) -> Any:
+    """The evaluator's compiled form of this loop's iteration, if it has one.
+
+    Numba engine: :meth:`peakfit.solvers.evaluators.NumbaNormalEquations.iterate`; CuPy: the
+    generated kernel of :mod:`peakfit.gpu.lm_kernel`. Both perform, row by row, the arithmetic
+    of the NumPy loop below, which stays the reference (and the path of every other evaluator).
+    """
+    if on_host:
+        return getattr(evaluate, "lm_iteration", None)
+    from ..gpu.lm_kernel import device_iteration
+
+    return device_iteration(evaluate)
+
+
 def _held(p: Any, g: Any, lo: Any, hi: Any) -> Any:
     return ((p <= lo) & (g < 0)) | ((p >= hi) & (g > 0))
 
@@ -247,22 +261,26 @@ def levenberg_marquardt(
     diag = xp.arange(P)
     sqrt_eps = np.sqrt(_EPS)
     iteration = 0
-    # the Numba engine runs the same per-row iteration compiled (one call per iteration)
-    step = getattr(evaluate, "lm_iteration", None) if on_host and P else None
+    # the same per-row iteration compiled: the Numba engine's (one call per iteration, the
+    # work set compacted every iteration) or the GPU's (one kernel launch per iteration, rows
+    # masked on the device, compacted every check_every iterations: one host synchronisation)
+    step = _compiled_iteration(evaluate, on_host) if P else None
     if step is not None:
-        lo, hi = np.ascontiguousarray(lo), np.ascontiguousarray(hi)
-        p, A, g = (np.ascontiguousarray(a) for a in (p, A, g))
+        lo, hi = xp.ascontiguousarray(lo), xp.ascontiguousarray(hi)
+        p, A, g = (xp.ascontiguousarray(a) for a in (p, A, g))
+        between = 1 if on_host else check_every
         while True:
-            idx = np.flatnonzero(active)
+            idx = xp.flatnonzero(active)
             if idx.size == 0:
                 break
-            iteration += 1
-            step(idx, p, A, g, sse, lam, nu, D, lo, hi, it, nfev, sse0, exitflag, active, tr,
-                 tol_fun, tol_x, max_iter, max_fun_evals)
-            if callback is not None:
-                stop = callback(iteration, idx, sse[idx], lam[idx])
-                if stop is not None:  # the caller ends these rows (exitflag 0)
-                    active[idx[np.asarray(stop, dtype=bool)]] = False
+            for _ in range(max(1, min(between, max_iter - iteration))):
+                iteration += 1
+                step(idx, p, A, g, sse, lam, nu, D, lo, hi, it, nfev, sse0, exitflag, active,
+                     tr, tol_fun, tol_x, max_iter, max_fun_evals)
+                if callback is not None:
+                    stop = callback(iteration, idx, sse[idx], lam[idx])
+                    if stop is not None:  # the caller ends these rows (exitflag 0)
+                        active[idx[xp.asarray(stop, dtype=bool)]] = False
     while step is None:
         idx = xp.flatnonzero(active)
         if idx.size == 0:
