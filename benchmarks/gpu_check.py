@@ -56,9 +56,13 @@ DEVICES = {
 
 #: Counts measured on the CuPy stand-in (``--counts``; m = 1000, n = 4), the model's inputs.
 COUNTS = {
-    "lm_launches_per_iter": 134,  # CuPy kernels per LM iteration (host-driven loop)
-    "lm_syncs_per_iter": 0.25,  # one compaction every check_every = 4 iterations
-    "lm_row_bytes_per_iter": 37.4e3,  # small per-row arrays (A, g, p...): 32 P x P doubles
+    # LM iteration on the device (peakfit.gpu.lm_kernel): the iteration kernel, plus one
+    # compaction (flatnonzero: a launch and a sync) every check_every = 4 iterations
+    "lm_launches_per_iter": 1.25,
+    "lm_syncs_per_iter": 0.25,
+    # per row beyond the data: A read, the trial's A written and copied on acceptance
+    # (4 P x P doubles), g, p, D, bounds and the trial's vectors
+    "lm_row_bytes_per_iter": 5.4e3,
     "start_launches_per_chunk": 9331,  # auto start, per chunk of spectra
     "start_syncs_per_chunk": 36,
     "start_chunk": 570,  # spectra per auto-start chunk at m = 1000 (64 MB of work memory)
