@@ -27,6 +27,7 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import inspect
 import os
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from ..models import BASELINE_TERMS, GAUSS, TermKind, exp_args, kinds_key, names
 
 # (and normal_equations_kernel, produced on first use)
 __all__ = ["BASELINE_CODES", "baseline_code", "exp_slots", "generate_source",
-           "get_iteration_kernel", "get_kernel", "solve_kernel"]
+           "get_iteration_kernel", "get_kernel", "lu_solve", "solve_kernel"]
 
 #: Baseline kind -> integer code used by the kernel (the built-in kinds; see
 #: :func:`baseline_code` for kinds registered later).
@@ -128,6 +129,8 @@ _TAIL = '''
 
 _ITERATION = '''
 
+from peakfit.solvers._numba import lu_solve  # noqa: E402  (LU_DIGEST)
+
 @njit(nogil=True, cache=True)
 def lm_iteration_kernel(idx, x, x_shared, Y, sw, w_mode, n, baseline, zero, J, M, EP, EW, EB,
                         p, A, g, S, lam, nu, D, lo, hi, it, nfev, S0, flag, active,
@@ -167,38 +170,7 @@ def lm_iteration_kernel(idx, x, x_shared, Y, sw, w_mode, n, baseline, zero, J, M
                     W[a_, b_] = 0.0
             W[a_, a_] += la + (0.0 if free[a_] else 1.0)
             W[a_, P] = g[r, a_] / d[a_] if free[a_] else 0.0
-        singular = False
-        for c in range(P):
-            piv = c
-            best = abs(W[c, c])
-            for a_ in range(c + 1, P):
-                v = abs(W[a_, c])
-                if v > best:
-                    best = v
-                    piv = a_
-            if W[piv, c] == 0.0:
-                singular = True
-                break
-            if piv != c:
-                for b_ in range(c, P + 1):
-                    tmp = W[c, b_]
-                    W[c, b_] = W[piv, b_]
-                    W[piv, b_] = tmp
-            inv = 1.0 / W[c, c]
-            for a_ in range(c + 1, P):
-                f = W[a_, c] * inv
-                if f != 0.0:
-                    for b_ in range(c + 1, P + 1):
-                        W[a_, b_] -= f * W[c, b_]
-        if singular:
-            for a_ in range(P):
-                z[a_] = np.nan
-        else:
-            for a_ in range(P - 1, -1, -1):
-                s = W[a_, P]
-                for b_ in range(a_ + 1, P):
-                    s -= W[a_, b_] * z[b_]
-                z[a_] = s / W[a_, a_]
+        lu_solve(W, z)
         # the step, projected onto the box; predicted reduction 2 δ·g - δ·A δ
         bad_step = False
         for j in range(P):
@@ -401,7 +373,8 @@ def generate_source() -> str:
         L.append(f"        {'if' if first else 'elif'} baseline == {code}:")
         L += _kind_block(kind, f"{npk} * n", " " * 12)
         first = False
-    return "\n".join(L) + _TAIL + _ITERATION
+    lu = hashlib.sha256(inspect.getsource(lu_solve).encode()).hexdigest()[:16]
+    return "\n".join(L) + _TAIL + _ITERATION.replace("LU_DIGEST", "lu_solve " + lu)
 
 
 def _cache_dir() -> Path:
@@ -457,8 +430,46 @@ def __getattr__(name: str) -> Any:  # the kernel is produced on first use
 
 
 @njit(nogil=True, cache=True)
+def lu_solve(W, out):  # pragma: no cover - compiled
+    """Solve the augmented system ``W = [M | b]`` (P, P+1) in place by LU with partial
+    pivoting (LAPACK ``gesv``'s method) into ``out`` (P,); NaN where a pivot is exactly 0.
+
+    The one LU of the Numba engine: :func:`solve_kernel` and the generated LM iteration call it.
+    """
+    P = W.shape[0]
+    for c in range(P):
+        piv = c
+        best = abs(W[c, c])
+        for i in range(c + 1, P):
+            v = abs(W[i, c])
+            if v > best:
+                best = v
+                piv = i
+        if W[piv, c] == 0.0:
+            for i in range(P):
+                out[i] = np.nan
+            return
+        if piv != c:
+            for j in range(c, P + 1):
+                tmp = W[c, j]
+                W[c, j] = W[piv, j]
+                W[piv, j] = tmp
+        inv = 1.0 / W[c, c]
+        for i in range(c + 1, P):
+            f = W[i, c] * inv
+            if f != 0.0:
+                for j in range(c + 1, P + 1):
+                    W[i, j] -= f * W[c, j]
+    for i in range(P - 1, -1, -1):
+        s = W[i, P]
+        for j in range(i + 1, P):
+            s -= W[i, j] * out[j]
+        out[i] = s / W[i, i]
+
+
+@njit(nogil=True, cache=True)
 def solve_kernel(M, b, out, W):  # pragma: no cover - compiled
-    """``out[r] = solve(M[r], b[r])`` by LU with partial pivoting (LAPACK ``gesv``'s method).
+    """``out[r] = solve(M[r], b[r])`` by LU with partial pivoting (:func:`lu_solve`).
 
     A row whose matrix has an exactly zero pivot (singular, where ``numpy.linalg.solve``
     raises) comes back as NaN, as :func:`peakfit.solvers.lm._solve` returns it. ``W`` (P, P+1)
@@ -471,35 +482,4 @@ def solve_kernel(M, b, out, W):  # pragma: no cover - compiled
             for j in range(P):
                 W[i, j] = M[r, i, j]
             W[i, P] = b[r, i]
-        singular = False
-        for c in range(P):
-            piv = c
-            best = abs(W[c, c])
-            for i in range(c + 1, P):
-                v = abs(W[i, c])
-                if v > best:
-                    best = v
-                    piv = i
-            if W[piv, c] == 0.0:
-                singular = True
-                break
-            if piv != c:
-                for j in range(c, P + 1):
-                    tmp = W[c, j]
-                    W[c, j] = W[piv, j]
-                    W[piv, j] = tmp
-            inv = 1.0 / W[c, c]
-            for i in range(c + 1, P):
-                f = W[i, c] * inv
-                if f != 0.0:
-                    for j in range(c + 1, P + 1):
-                        W[i, j] -= f * W[c, j]
-        if singular:
-            for i in range(P):
-                out[r, i] = np.nan
-            continue
-        for i in range(P - 1, -1, -1):
-            s = W[i, P]
-            for j in range(i + 1, P):
-                s -= W[i, j] * out[r, j]
-            out[r, i] = s / W[i, i]
+        lu_solve(W, out[r])

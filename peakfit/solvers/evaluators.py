@@ -23,6 +23,8 @@ __all__ = ["NormalEquations"]
 #: evaluator: the true value is below 1e-260 (negligible next to any O(1) term), and NumPy's
 #: SIMD ``exp`` drops to a scalar path ~15x slower for results near the subnormal range.
 _EXP_CUT64 = 600.0
+_EPS = float(np.finfo(float).eps)
+_SQRT_EPS = float(np.sqrt(_EPS))
 
 
 def _exp_flushed(v: np.ndarray) -> np.ndarray:
@@ -216,6 +218,7 @@ class NumbaNormalEquations:
         self.EW = np.empty((ne, m), dtype=np.float64)
         self.EB = self.EW.view(np.int64)
         self._it_scratch: tuple[np.ndarray, ...] | None = None
+        self._tiny = float(np.finfo(dt).tiny)
 
     def __call__(self, p: Any, idx: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = np.ascontiguousarray(p, dtype=self.dt)
@@ -253,13 +256,13 @@ class NumbaNormalEquations:
                 np.empty(1, dtype=np.float64), np.empty(1, dtype=np.int64),
                 np.empty(P, dtype=dt), np.empty(P, dtype=dt), np.empty(P, dtype=dt),
                 np.empty(P, dtype=np.bool_))
-        eps = float(np.finfo(float).eps)
+        eps = _EPS
         _numba.get_iteration_kernel()(
             idx, self.x, self.x_shared, self.Y, self.sw, self.w_mode, self.n, self.baseline,
             self.zero, self.J, self.M, self.EP, self.EW, self.EB,
             p, A, g, S, lam, nu, D, lo, hi, it, nfev, S0, flag, active,
             bool(trust), float(tol_fun), float(tol_x), int(max_iter), int(max_fun_evals),
-            float(np.finfo(dt).tiny), float(np.sqrt(eps)), eps, *self._it_scratch)
+            self._tiny, _SQRT_EPS, eps, *self._it_scratch)
 
 
 _NumbaCall = NumbaNormalEquations  # the former private name
