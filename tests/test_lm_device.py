@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cupy_standin import CC, COUNTS, install
+from cupy_standin import COUNTS
+from test_cupy_standin import standin  # noqa: F401  (the fixture)
 
 from peakfit.gpu import lm_kernel
 from peakfit.gpu.lm_kernel import generate_iteration_source
@@ -23,14 +24,9 @@ from peakfit.models import GaussianModel
 from peakfit.solvers.lm import NormalEquations, levenberg_marquardt
 
 
-@pytest.fixture
-def standin(monkeypatch):
-    if CC is None:
-        pytest.skip("the CuPy stand-in needs a C compiler (cc)")
-    from peakfit.gpu import kernels
-
-    yield install(monkeypatch)
-    kernels.get_kernel.cache_clear()
+@pytest.fixture(autouse=True)
+def _fresh_iteration_kernels():
+    yield
     lm_kernel.get_iteration_kernel.cache_clear()
 
 
@@ -49,7 +45,7 @@ def _problem(k: int, m: int = 300, n: int = 4, baseline: str = "none", seed: int
     return model, x, Y, np.clip(p0, lo, hi), lo, hi
 
 
-def test_counts_per_iteration_one_launch_no_sync(standin):
+def test_counts_per_iteration_one_launch_no_sync(standin):  # noqa: F811
     """<= 10 launches and 0 host synchronisations per LM iteration (budget of issue #16)."""
     cp = standin
     from peakfit.gpu import FusedNormalEquations
@@ -79,7 +75,7 @@ def test_counts_per_iteration_one_launch_no_sync(standin):
 @pytest.mark.parametrize(("baseline", "algorithm"), [("none", "Levenberg-Marquardt"),
                                                      ("linear", "Trust-Region"),
                                                      ("exponential", "Trust-Region")])
-def test_device_iteration_equals_the_numpy_loop(standin, dtype, baseline, algorithm):
+def test_device_iteration_equals_the_numpy_loop(standin, dtype, baseline, algorithm):  # noqa: F811
     """Same fits as the NumPy reference (held bounds, weights, baselines, both damping rules,
     masking between compactions): exit flags equal, the same minima to rounding."""
     cp = standin
