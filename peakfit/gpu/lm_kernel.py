@@ -64,8 +64,8 @@ def generate_iteration_source(model: GaussianModel, dtype: str = "float64", *,
     >>> src = generate_iteration_source(GaussianModel(2, 'linear'))
     >>> 'pf_normal_n2_linear_float64_xshared_wnone_lm_iter(' in src
     True
-    >>> src.count('_point_sums(')  # the per-spectrum routine, defined once and called once
-    2
+    >>> src.count('_lm_iter_row(')  # the row's step: defined, called by kernel and host loop
+    3
     """
     dt = np.dtype(dtype).name
     base = kernel_name(model, dt, x_per_row, weights)
