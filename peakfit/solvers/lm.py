@@ -37,6 +37,17 @@ rows that finish are frozen by a mask and cost a little wasted work but no host 
 larger value so that the host synchronises with the device only every few iterations. The result
 of a row does not depend on ``check_every`` or on which other rows share the batch.
 
+Compiled iterations
+-------------------
+The loop below, in NumPy, is the reference. Two evaluators also carry the same per-row
+iteration compiled, which the loop then calls once per iteration instead of its array code:
+the Numba engine (:meth:`peakfit.solvers.evaluators.NumbaNormalEquations.iterate`, generated
+with the evaluation kernel in :mod:`peakfit.solvers._numba`, GIL released; bit for bit the
+NumPy loop's numbers with Marquardt's damping, equal to rounding with the trust-region rule)
+and the GPU's fused evaluator (:mod:`peakfit.gpu.lm_kernel`: one kernel launch and no host
+synchronisation per iteration, the damped system solved by Cholesky). Callbacks, exit flags
+and ``check_every`` mean the same on every path.
+
 Precision
 ---------
 Parameters, ``A`` and ``g`` are kept in the dtype of ``p0`` (float64 or float32); the sums of
