@@ -63,10 +63,11 @@ COUNTS = {
     # per row beyond the data: A read, the trial's A written and copied on acceptance
     # (4 P x P doubles), g, p, D, bounds and the trial's vectors
     "lm_row_bytes_per_iter": 5.4e3,
-    "start_launches_per_chunk": 9331,  # auto start, per chunk of spectra
-    "start_syncs_per_chunk": 36,
-    "start_chunk": 570,  # spectra per auto-start chunk at m = 1000 (64 MB of work memory)
-    "start_bytes_per_row": 4.42e6,  # device traffic of the auto start per spectrum
+    # auto start (k = 512, m = 1000): fused kernel, no compaction, one chunk from device memory
+    "start_launches_per_chunk": 10576,  # do not grow with the rows of a chunk
+    "start_syncs_per_chunk": 20,
+    "start_elements_per_row": 14680,  # autostart's work-memory estimate per spectrum
+    "start_bytes_per_row": 2.13e6,  # device traffic of the auto start per spectrum
     # LM iterations (mean over rows, and of the slowest row of 1000), measured on the CPU for
     # make_batch(1000, 1000, 4) in float32: after the auto start, and from the truth
     "iterations_auto": (2.05, 7),
@@ -85,16 +86,19 @@ def predict(dev: str, dtype: str, source: str, start: str, k: int, m: int = 1000
     P = 3 * n
     item = 4 if dtype == "float32" else 8
     c = COUNTS
-    # fused kernel, per row and iteration: data read once; A in the working precision
-    # (P(P+1)/2 FMAs a point), g and S in double (P + 1 FMAs a point), n exps (~20 flops)
-    flops_w = m * (2 * P * (P + 1) / 2 + 20 * n + 10 * P)
-    flops_d = m * 2 * (P + 1) if dtype == "float32" else 0
-    # share of peak throughput reached: 156-216 registers a thread in fp32 (9-12 warps an SM
-    # of 64); 255 registers and spills in fp64
-    occupancy = 0.5 if dtype == "float32" else 0.25
+    # fused kernel, per row and iteration: data read once; the rows of A split over T warps
+    # (peakfit.gpu.kernels.row_slices), each evaluating the model (n exps, ~20 flops a term)
+    # and the Jacobian (~10 flops a column) and accumulating its share of the P(P+1)/2 FMAs;
+    # S (compensated) and g in the working precision per 32-point block: no double per point
+    from peakfit.gpu.kernels import row_slices
+
+    T = len(row_slices(GaussianModel(n), dtype))
+    flops_w = m * (2 * P * (P + 1) / 2 + T * (20 * n + 10 * P) + 2 * P + 8)
+    # share of peak throughput reached: <= 128 registers in fp32 (16 warps an SM of 64),
+    # about 210 and no spills in fp64 (9 warps)
+    occupancy = 0.6 if dtype == "float32" else 0.35
     t_kernel = max(m * item / d["bw"],
-                   flops_w / (occupancy * d["fp64" if dtype == "float64" else "fp32"])
-                   + flops_d / (occupancy * d["fp64"]))
+                   flops_w / (occupancy * d["fp64" if dtype == "float64" else "fp32"]))
     t_rows = c["lm_row_bytes_per_iter"] / d["bw"]
     mean_it, max_it = c["iterations_auto"] if start == "auto" else c["iterations_truth"]
     from peakfit.gpu import bytes_per_row
@@ -106,12 +110,15 @@ def predict(dev: str, dtype: str, source: str, start: str, k: int, m: int = 1000
     # slowest row
     per_fit = mean_it * (t_kernel + t_rows) + max_it * t_iter_fixed / chunk
     if start == "auto":
-        sc = c["start_chunk"]
+        # chunks from a quarter of the device memory the solver's chunk leaves free
+        sc = min(chunk, int(0.25 * 40e9 / 8 // c["start_elements_per_row"]))
         per_fit += (c["start_launches_per_chunk"] * T_LAUNCH
                     + c["start_syncs_per_chunk"] * T_SYNC) / sc
         per_fit += c["start_bytes_per_row"] / d["bw"]
     if source == "host":
-        per_fit += m * 8 / d["pcie"]  # float64 input over PCIe (no overlap today)
+        # float64 input over PCIe, one chunk ahead on a copy stream (peakfit.gpu.transfer):
+        # the slower of the link and the device sets the pace
+        per_fit = max(per_fit, m * 8 / d["pcie"])
     return {"fits_per_s": 1.0 / per_fit, "kernel_s_per_iter_row": t_kernel,
             "rows_s_per_iter_row": t_rows}
 

@@ -538,7 +538,12 @@ def auto_start(
         # measured: ~6000 float64 elements per spectrum for 4 peaks, 1000 points (tracemalloc);
         # the candidates' binned copies and normal equations dominate, plus a few (m,) rows
         per = (2 * model.n + 2 + trials) * (P * P + P + max(min(m, 512), 1)) + 8 * m
-        chunk_size = max(1, _CHUNK_ELEMENTS // per)
+        budget = _CHUNK_ELEMENTS
+        if xp is not np:  # on a GPU: chunks sized from its free memory (few, large chunks)
+            from .gpu import work_elements
+
+            budget = max(budget, work_elements())
+        chunk_size = max(1, budget // per)
     parts = []
     infos = []
     for s0 in range(0, k, int(chunk_size)):
@@ -882,13 +887,20 @@ def _refine(
         lor[:, 0:3 * model.n:3] = -xp.inf
         hir[:, 0:3 * model.n:3] = xp.inf
         solver = partial(variable_projection, model=model)
+    if xp is np:
+        ev = NormalEquations(model, Ur, Zr, swr, fused=p.shape[0] > _FEW_ROWS // 2)
+    else:  # on a GPU: the solver's fused kernel, one launch an evaluation
+        from .gpu import FusedNormalEquations
+
+        ev = FusedNormalEquations(model, Ur, Zr, swr)
     res = solver(
-        NormalEquations(model, Ur, Zr, swr, fused=p.shape[0] > _FEW_ROWS // 2), p0=p,
+        ev, p0=p,
         lower=lor, upper=hir,
         tol_fun=_COARSE_TOL, tol_x=_COARSE_TOL_X, max_iter=iters, max_fun_evals=iters + 1,
         algorithm="Levenberg-Marquardt", lam0=_LAM0, callback=prune,
         # few rows: mask finished rows instead of compacting every step (same results)
-        check_every=max(iters, 1) if p.shape[0] <= _FEW_ROWS else 1,
+        # (and on a GPU, where compacting is a host synchronisation)
+        check_every=max(iters, 1) if p.shape[0] <= _FEW_ROWS or xp is not np else 1,
     )
     return res.p, res.sse
 

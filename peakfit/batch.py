@@ -207,7 +207,13 @@ def fit_gaussians_batch(
         bar = progress_bar(progress, source.k)
         if bar is not None:
             stack.callback(bar.close)
-        parts = run_chunks(source.chunks(rows), fit, rows=rows, workers=workers,
+        chunks = source.chunks(rows)
+        if backend.name == "gpu" and backend.xp is not np:
+            # host chunks: the next one's copy (pinned, on a copy stream) overlaps this fit
+            from .gpu.transfer import prefetch
+
+            chunks = prefetch(chunks, backend.xp)
+        parts = run_chunks(chunks, fit, rows=rows, workers=workers,
                            oom=backend.oom, release=backend.release, progress=bar)
     res = concat([r for _, r in parts], model.n_params)
     few = int(np.count_nonzero((res["n_supported"] >= 0) & (res["n_supported"] < n)))

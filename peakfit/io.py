@@ -1296,8 +1296,8 @@ def iter_spectra_chunks(
     ):
         raise InputError(f"chunk_size must be an int >= 1 or None; got {chunk_size!r}")
     _check_layout(layout)
+    _check_exists(spath)  # a missing file is reported as missing, whatever its name
     fmt = _format_of(spath)
-    _check_exists(spath)
     size = None if chunk_size is None else int(chunk_size)
     if fmt == "text":
         tf = _TextFile(spath, delimiter, skip_header, header, decimal)
@@ -1359,8 +1359,8 @@ def count_spectra(
     """
     spath = os.fspath(path)
     _check_layout(layout)
+    _check_exists(spath)  # a missing file is reported as missing, whatever its name
     fmt = _format_of(spath)
-    _check_exists(spath)
     if fmt == "text":
         tf = _TextFile(spath, delimiter, skip_header, header, decimal)
         lay, x = _text_layout(layout, tf, x, y)

@@ -525,7 +525,9 @@ def fit_auto_batch(
     xa = np.asarray(x, dtype=float)
     k, m_all = Ya.shape
     ns = candidate_ns(n, m_all, baseline, n_max)
-    fits = {c: fit_gaussians_batch(xa, Ya, c, baseline=baseline, **kwargs) for c in ns}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)  # overfitted candidates warn by design
+        fits = {c: fit_gaussians_batch(xa, Ya, c, baseline=baseline, **kwargs) for c in ns}
     xb = np.broadcast_to(xa, Ya.shape)
     usable = np.isfinite(xb) & np.isfinite(Ya)
     with np.errstate(invalid="ignore"):

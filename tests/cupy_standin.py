@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import types
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -53,6 +54,9 @@ class Counts:
     h2d_bytes: int = 0
     d2h_bytes: int = 0
     device_bytes: int = 0  # bytes read + written by array operations and RawKernels
+    pinned_bytes: int = 0  # page-locked host memory allocated
+    async_h2d_bytes: int = 0  # of h2d_bytes: copied on a non-default stream (overlappable)
+    stream_waits: int = 0  # a stream waiting on an event (no host synchronisation)
 
     def reset(self) -> None:
         for f in fields(self):
@@ -180,6 +184,17 @@ class ndarray:
         COUNTS.syncs += 1
         COUNTS.d2h_bytes += self._a.nbytes
         return np.array(self._a, order=order)
+
+    def set(self, arr: Any, stream: Any = None) -> None:
+        """Copy host ``arr`` in (CuPy's ``ndarray.set``; asynchronous on a stream)."""
+        if not isinstance(arr, np.ndarray) or arr.shape != self._a.shape:
+            raise ValueError("ndarray.set takes a host NumPy array of the same shape")
+        if arr.dtype != self._a.dtype:
+            raise TypeError("ndarray.set: the dtypes differ (CuPy does not convert)")
+        self._a[...] = arr
+        COUNTS.h2d_bytes += arr.nbytes
+        if stream is not None and not getattr(stream, "null", False):
+            COUNTS.async_h2d_bytes += arr.nbytes
 
     def _scalar(self) -> Any:
         if self._a.size != 1:
@@ -499,6 +514,66 @@ class _Device:
         pass
 
 
+class Event:
+    """``cupy.cuda.Event``: recorded on a stream; the stand-in's work is already done."""
+
+    def synchronize(self) -> None:
+        COUNTS.syncs += 1
+
+    @property
+    def done(self) -> bool:
+        return True
+
+
+class Stream:
+    """``cupy.cuda.Stream``: the stand-in runs everything at once, so a stream orders nothing;
+    what is enqueued on it and what waits on it is counted."""
+
+    _current = threading.local()
+
+    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False,
+                 priority: int | None = None) -> None:
+        self.null = bool(null)
+        self.non_blocking = bool(non_blocking)
+
+    def record(self, event: Event | None = None) -> Event:
+        return Event() if event is None else event
+
+    def wait_event(self, event: Event) -> None:
+        if not isinstance(event, Event):
+            raise TypeError("Stream.wait_event takes a cupy.cuda.Event")
+        COUNTS.stream_waits += 1
+
+    def synchronize(self) -> None:
+        COUNTS.syncs += 1
+
+    def use(self) -> Stream:
+        Stream._current.stream = self
+        return self
+
+    def __enter__(self) -> Stream:
+        stack = Stream._current.__dict__.setdefault("stack", [])
+        stack.append(get_current_stream())
+        Stream._current.stream = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        Stream._current.stream = Stream._current.stack.pop()
+
+
+_NULL_STREAM = Stream(null=True)
+
+
+def get_current_stream() -> Stream:
+    return getattr(Stream._current, "stream", _NULL_STREAM)
+
+
+def alloc_pinned_memory(size: int) -> bytearray:
+    """``cupy.cuda.alloc_pinned_memory``: host memory (a buffer NumPy can view), counted."""
+    COUNTS.pinned_bytes += int(size)
+    return bytearray(int(size))
+
+
 class _Pool:
     def free_bytes(self) -> int:
         return 0
@@ -546,6 +621,10 @@ def _build_module() -> types.ModuleType:
                                              "multiProcessorCount": 1}
     cuda.runtime = runtime
     cuda.Device = _Device
+    cuda.Stream = Stream
+    cuda.Event = Event
+    cuda.get_current_stream = get_current_stream
+    cuda.alloc_pinned_memory = alloc_pinned_memory
     memory = types.ModuleType("cupy.cuda.memory")
     memory.OutOfMemoryError = OutOfMemoryError
     cuda.memory = memory

@@ -107,6 +107,10 @@ def _dir_as_file(t: Path) -> list[str]:
     return ["fit", str(t / "spectra.csv")]
 
 
+def _missing_no_extension(t: Path) -> list[str]:
+    return ["fit", str(t / "spectrum")]
+
+
 def _dir_as_npz(t: Path) -> list[str]:
     (t / "spectra.npz").mkdir()
     return ["plot", str(t / "spectra.npz"), "-o", str(t / "f.png")]
@@ -294,6 +298,9 @@ CASES = {
     "npy truncated": Case(_npy_truncated, ("g.npy", "not a valid .npy file", "damaged")),
     "directory given as csv": Case(_dir_as_file, ("spectra.csv", "is a directory")),
     "directory given as npz": Case(_dir_as_npz, ("spectra.npz", "is a directory")),
+    "missing file without extension": Case(
+        _missing_no_extension, ("spectrum", "file not found"), absent=("extension",)
+    ),
     "plot -o directory": Case(_plot_out_dir, ("figs", "is a directory", "fit.png")),
     "plot -o under a file": Case(_plot_out_under_file, ("afile is a file, not a folder",)),
     "plot -o missing folder": Case(_plot_out_missing_folder, ("does not exist",)),

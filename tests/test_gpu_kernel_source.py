@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peakfit.gpu.kernels import generate_source, kernel_name
+from peakfit.gpu.kernels import generate_source, kernel_name, row_slices
 from peakfit.models import BASELINES, GaussianModel
 from peakfit.solvers.lm import NormalEquations
 
@@ -169,7 +169,10 @@ def test_source_is_generated_from_the_model_not_handwritten():
     assert "__expf" in s4 and 'extern "C" __global__' in s4
     assert f"{kernel_name(GaussianModel(4, 'quadratic'), 'float32', True, 'row')}_host" in s4
     s9 = generate_source(GaussianModel(9), "float64")
-    assert s9.count("PF_EXP((-(t") == 9 and "__expf" not in s9
+    # one exp per term and point in each warp slice of the rows (row_slices)
+    slices = row_slices(GaussianModel(9), "float64")
+    assert len(slices) > 1 and sum(map(len, slices)) == 27
+    assert s9.count("PF_EXP((-(t") == 9 * len(slices) and "__expf" not in s9
     with pytest.raises(ValueError):
         generate_source(GaussianModel(1), "float16")
     with pytest.raises(ValueError):

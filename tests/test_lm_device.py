@@ -91,7 +91,7 @@ def test_device_iteration_equals_the_numpy_loop(standin, dtype, baseline, algori
     COUNTS.reset()
     got = levenberg_marquardt(ev, cp.asarray(p0), cp.asarray(lo), cp.asarray(hi),
                               check_every=8, **kw)
-    assert COUNTS.raw_launches >= int(ref.iterations.max())  # the device iteration ran
+    assert COUNTS.raw_launches >= int(got.iterations.max().get()) > 0  # one per iteration
     flag = got.exitflag.get()
     assert ref.held.any()
     # float32: which stopping test fires first (TolX or TolFun, both below its resolution
@@ -129,4 +129,4 @@ def test_nvrtc_compiles_the_iteration_kernel():
                             arch="compute_90")
     assert f".entry {name}(" in ptx
     res = {r.kernel: r for r in nvrtc.resources(ptx, "sm_90")}
-    assert res[name].registers <= 255 and res[name].spill_stores <= 64  # 254 and 40 today
+    assert res[name].registers <= 255 and res[name].spill_stores <= 64  # 186 and 0 today

@@ -28,6 +28,7 @@ __all__ = [
     "oom_errors",
     "probe",
     "require_cupy",
+    "work_elements",
 ]
 
 INSTALL_HINT = (
@@ -168,6 +169,20 @@ def auto_chunk_rows(m: int, P: int, itemsize: int, fraction: float = 0.5,
     free += pool.free_bytes()
     rows = int(fraction * free // max(1, bytes_per_row(m, P, itemsize)))
     return max(1, min(cap, rows))
+
+
+def work_elements(fraction: float = 0.25, itemsize: int = 8) -> int:
+    """Elements of ``itemsize`` bytes that fit in ``fraction`` of the free device memory.
+
+    The free memory counts the blocks CuPy's pool holds but does not use. The start
+    (:func:`peakfit.autostart.auto_start`) sizes its chunks of spectra from it, so that a GPU
+    works on a few large chunks rather than many small ones (launches and synchronisations are
+    per chunk).
+    """
+    cp = require_cupy()
+    free, _total = cp.cuda.Device().mem_info
+    free += cp.get_default_memory_pool().free_bytes()
+    return max(1, int(fraction * free) // max(1, int(itemsize)))
 
 
 def _describe(obj: Any) -> str:  # pragma: no cover - debugging helper

@@ -15,18 +15,25 @@ Design
   device (``(m, k)`` copy, no host round trip) and re-packs it when most rows have finished, so
   reads stay coalesced as the active set shrinks. Row-major data can also be read directly
   (``layout='rows'``, strides are kernel arguments) at the cost of uncoalesced loads.
-* **Registers.** The accumulators are generated as scalar variables (``A_0_0``, ``A_0_1``, ...),
-  not arrays, so the compiler keeps them in registers for gauss1-gauss4 (91 sums for
-  P = 12); larger models spill to L1-cached local memory and stay correct.
+* **Registers: the rows of A split across warps.** The accumulators are generated as scalar
+  variables (``A_0_0``, ``A_0_1``, ...), not arrays, so that they live in registers. As one
+  thread cannot hold all P(P+1)/2 of them from about P = 12, the rows of ``A`` (and of ``g``)
+  are split into contiguous slices of balanced register cost (:func:`row_slices`); each slice
+  is a non-inlined device function run by its own warp (warp ``w`` of a block serves the 32
+  spectra of group ``w // T`` and the slice ``w % T``: uniform within a warp, coalesced
+  reads). Each warp evaluates the model and the Jacobian columns it needs; the price is the
+  repeated evaluation, the gain at most 128 registers a thread for n <= 4 in float32.
 * **Generated from the model.** The source is produced in a loop over the terms of a
   :class:`~peakfit.models.GaussianModel` and over its baseline (any ``n``, every baseline),
   compiled at run time by NVRTC through ``cupy.RawKernel`` and cached per
   ``(n, baseline, dtype, layout of x and weights)``; no build step.
 * **Precision.** ``REAL`` (float or double) is the type of the data, the model and ``A``;
-  ``S`` and ``g`` are always accumulated in double. In float32 the normal matrix only shapes the
+  ``S`` and ``g`` are returned from double sums. In float32 the normal matrix only shapes the
   step (its rounding changes the path, not the minimum), while ``g`` defines the stationary
-  point and ``S`` drives the gain ratio and the ``TolFun`` test, which need more than float32's
-  7 digits for relative changes near 1e-6. Float32 uses the fast ``__expf`` by default.
+  point and ``S`` drives the gain ratio and the ``TolFun`` test: both are summed in float over
+  blocks of :data:`POINT_BLOCK` points (``S`` with Kahan compensation) and the block sums are
+  added in double, so no double arithmetic runs per point. Float32 uses the fast ``__expf``
+  by default.
 * **Testable on the CPU.** The per-spectrum routine is plain C behind a few macros
   (``PF_DEVICE``, ``PF_EXP``); with ``-DPF_HOST`` (no CUDA) the same text compiles with any C
   compiler into a host loop ``<name>_host``, which the test-suite compares with
@@ -47,9 +54,70 @@ __all__ = [
     "generate_source",
     "get_kernel",
     "kernel_name",
+    "launch_shape",
+    "row_slices",
 ]
 
 _C_TYPES = {"float64": "double", "float32": "float"}
+
+#: Points per float32 block of the ``S`` and ``g`` sums (float within a block, double across).
+POINT_BLOCK = 32
+
+#: Accumulator registers one thread may hold (per dtype), from which :func:`row_slices`
+#: decides how many warps share a spectrum's normal matrix; tuned with ``ptxas`` so that the
+#: kernels stay within issue #16's budget (tests/test_gpu_compile.py).
+ACCUMULATOR_BUDGET = {"float32": 56, "float64": 100}
+
+
+def _row_cost(P: int, r: int, dtype: str) -> int:
+    """Registers that row ``r``'s sums hold: ``A[r, r:]`` and ``g[r]``."""
+    if dtype == "float32":
+        return (P - r) + 3  # A in float, g in double plus its float block sum
+    return 2 * (P - r) + 2
+
+
+def _pack_rows(cost: list[int], cap: int) -> list[list[int]]:
+    """Contiguous rows packed greedily into slices of total cost <= cap (one row at least)."""
+    out: list[list[int]] = [[]]
+    run = 0
+    for r, c in enumerate(cost):
+        if out[-1] and run + c > cap:
+            out.append([])
+            run = 0
+        out[-1].append(r)
+        run += c
+    return out
+
+
+def row_slices(model: GaussianModel, dtype: str) -> list[list[int]]:
+    """Rows of ``A = JᵀWJ`` (and of ``g``) owned by each warp slice of a spectrum.
+
+    One thread holding all ``P(P+1)/2`` sums of ``A`` does not fit the register file from
+    about ``P = 12`` (float32). The rows are split into the fewest contiguous slices whose
+    accumulators fit :data:`ACCUMULATOR_BUDGET`; each slice is served by its own warp (the
+    branch is uniform within a warp), which evaluates the model and the Jacobian columns from
+    its first row on. Slice 0 also accumulates ``S``.
+
+    Examples
+    --------
+    >>> row_slices(GaussianModel(2), 'float32')
+    [[0, 1, 2, 3, 4, 5]]
+    >>> [s[0] for s in row_slices(GaussianModel(4, 'quadratic'), 'float32')]  # first rows
+    [0, 2, 5, 9]
+    """
+    dt = np.dtype(dtype).name
+    P = model.n_params
+    cost = [_row_cost(P, r, dt) for r in range(P)]
+    T = len(_pack_rows(cost, ACCUMULATOR_BUDGET[dt]))
+    # the same number of slices, balanced: the smallest cap that still packs into T
+    lo, hi = max(cost), sum(cost)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(_pack_rows(cost, mid)) <= T:
+            hi = mid
+        else:
+            lo = mid + 1
+    return _pack_rows(cost, lo)
 
 
 def kernel_name(model: GaussianModel, dtype: str, x_per_row: bool, weights: str) -> str:
@@ -78,7 +146,7 @@ def generate_source(
     model : GaussianModel
         ``n`` and baseline; the terms are generated in a loop over ``model``.
     dtype : {'float64', 'float32'}
-        Type of data, model values and ``A`` (``S`` and ``g`` are always double).
+        Type of data, model values and ``A`` (``S`` is returned in double).
     x_per_row : bool
         x has one row per spectrum (else one shared vector).
     weights : {'none', 'shared', 'row'}
@@ -90,7 +158,8 @@ def generate_source(
     Returns
     -------
     str
-        Source defining ``PF_DEVICE void <name>_point_sums(...)`` (one spectrum), the kernel
+        Source defining ``PF_DEVICE void <name>_slice<t>(...)`` (one spectrum, the rows of
+        slice ``t``), the kernel
         ``extern "C" __global__ void <name>(...)`` under CUDA, and ``void <name>_host(...)``
         (a loop over spectra) under ``PF_HOST``.
 
@@ -112,12 +181,17 @@ def generate_source(
     n = model.n
     P = model.n_params
     n3 = 3 * n
+    slices = row_slices(model, dt)
+    T = len(slices)
+    blocked = dt == "float32"
     L: list[str] = []
     w = L.append
-    w(f"/* generated by peakfit.gpu.kernels for {model.matlab_name}, {dt} */")
+    w(f"/* generated by peakfit.gpu.kernels for {model.matlab_name}, {dt}: {T} warp slice(s) "
+      f"of the rows of A, rows {[(s[0], s[-1]) for s in slices]} */")
     w("#if defined(__CUDACC__) || defined(__CUDACC_RTC__)")
-    w("#define PF_DEVICE __device__ __forceinline__")
+    w("#define PF_DEVICE __device__ __noinline__")
     w("#define PF_RESTRICT __restrict__")
+    w('#define PF_NO_UNROLL _Pragma("unroll 1")')
     if dt == "float32":
         w("#define PF_EXP(v) " + ("__expf(v)" if fast_exp else "expf(v)"))
     else:
@@ -126,100 +200,167 @@ def generate_source(
     w("#include <math.h>")
     w("#define PF_DEVICE static inline")
     w("#define PF_RESTRICT restrict")
+    w("#define PF_NO_UNROLL")
     w("#define PF_EXP(v) " + ("expf(v)" if dt == "float32" else "exp(v)"))
     w("#endif")
     w(f"typedef {real} pf_real;")
     w("typedef long long pf_index;")
+    w(f"#define PF_SLICES {T}")
+    if blocked:
+        w(f"#define PF_POINT_BLOCK {POINT_BLOCK}")
     w("")
-    # ------------------------------------------------------------------ per-spectrum routine
-    w(f"PF_DEVICE void {name}_point_sums(")
-    w("    int m, const pf_real* PF_RESTRICT x, pf_index x_step,")
-    w("    const pf_real* PF_RESTRICT y, pf_index y_step,")
-    w("    const pf_real* PF_RESTRICT sw, pf_index w_step,")
-    w("    const pf_real* PF_RESTRICT p,")
-    w("    double* PF_RESTRICT sse_out, pf_real* PF_RESTRICT A_out, pf_real* PF_RESTRICT g_out)")
-    w("{")
     # the terms: each kind's steps (models.TermKind), per spectrum before the point loop and
     # per point inside it; term j's names get the prefix t<j>_
     instances = [(model.peak, j, len(model.peak.params) * j)
                  for j in range(n)]
     instances.append((model.baseline_kind, n, n3))
-    for kind, j, off in instances:
-        var = _c_names(j)
-        for i, q in enumerate(kind.params):
-            w(f"    const pf_real {var(q)} = p[{off + i}];")
-        pp = kind.per_point()
-        for nm, ex in kind.steps:
-            if nm not in pp:
-                w(f"    const pf_real {var(nm)} = {render(ex, 'c', var)};")
-    for r in range(P):
-        for c in range(r, P):
-            w(f"    pf_real A_{r}_{c} = 0;")
-    for r in range(P):
-        w(f"    double g_{r} = 0;")
-    w("    double s = 0;")
-    w("    for (int i = 0; i < m; ++i) {")
-    w("        const pf_real xv = x[i * x_step];")
-    w("        const pf_real yv = y[i * y_step];")
-    w("        pf_real f = 0;")
-    for kind, j, off in instances:
-        var = _c_names(j)
-        pp = kind.per_point()
-        for nm, ex in kind.steps:
-            if nm in pp:
-                w(f"        const pf_real {var(nm)} = {render(ex, 'c', var)};")
-        if kind.params:
-            w(f"        f += {var('value')};")
-        for i, q in enumerate(kind.params):
-            w(f"        pf_real J{off + i} = {var('d_' + q)};")
-    w("        pf_real r = yv - f;")
-    if weights != "none":
-        w("        const pf_real wv = sw[i * w_step];")
-        w("        r *= wv;")
-        for j in range(P):
-            w(f"        J{j} *= wv;")
-    w("        s += (double)r * (double)r;")
-    for j in range(P):
-        w(f"        g_{j} += (double)J{j} * (double)r;")
-    for r in range(P):
-        for c in range(r, P):
-            w(f"        A_{r}_{c} += J{r} * J{c};")
-    w("    }")
-    w("    *sse_out = s;")
-    for r in range(P):
-        w(f"    g_out[{r}] = (pf_real)g_{r};")
-    for r in range(P):
-        for c in range(P):
-            lo_, hi_ = min(r, c), max(r, c)
-            w(f"    A_out[{r * P + c}] = A_{lo_}_{hi_};")
-    w("}")
-    w("")
+    # ------------------------------------------------------------------ per-slice routines
+    for t, rows in enumerate(slices):
+        lo = rows[0]
+        w(f"PF_DEVICE void {name}_slice{t}(")
+        w("    int m, const pf_real* PF_RESTRICT x, pf_index x_step,")
+        w("    const pf_real* PF_RESTRICT y, pf_index y_step,")
+        w("    const pf_real* PF_RESTRICT sw, pf_index w_step,")
+        w("    const pf_real* PF_RESTRICT p,")
+        w("    double* PF_RESTRICT sse_out, pf_real* PF_RESTRICT A_out, "
+          "pf_real* PF_RESTRICT g_out)")
+        w("{")
+        for kind, j, off in instances:
+            var = _c_names(j)
+            for i, q in enumerate(kind.params):
+                w(f"    const pf_real {var(q)} = p[{off + i}];")
+            pp = kind.per_point()
+            for nm, ex in kind.steps:
+                if nm not in pp:
+                    w(f"    const pf_real {var(nm)} = {render(ex, 'c', var)};")
+        for r in rows:
+            for c in range(r, P):
+                w(f"    pf_real A_{r}_{c} = 0;")
+        for r in rows:
+            w(f"    double g_{r} = 0;")
+        if t == 0:
+            w("    double s = 0;")
+        ind = "        "
+        if blocked:
+            # fp32: the sums of g and S run in float over blocks of PF_POINT_BLOCK points
+            # and are added to double once a block (no double arithmetic per point)
+            w("    for (int i0 = 0; i0 < m; i0 += PF_POINT_BLOCK) {")
+            w("        const int i1 = m - i0 < PF_POINT_BLOCK ? m : i0 + PF_POINT_BLOCK;")
+            for r in rows:
+                w(f"        pf_real gb_{r} = 0;")
+            if t == 0:
+                w("        pf_real sb = 0, sc = 0;")
+            w("        PF_NO_UNROLL")
+            w("        for (int i = i0; i < i1; ++i) {")
+            ind = "            "
+        else:
+            w("    PF_NO_UNROLL")
+            w("    for (int i = 0; i < m; ++i) {")
+        w(f"{ind}const pf_real xv = x[i * x_step];")
+        w(f"{ind}const pf_real yv = y[i * y_step];")
+        w(f"{ind}pf_real f = 0;")
+        for kind, j, off in instances:
+            var = _c_names(j)
+            pp = kind.per_point()
+            for nm, ex in kind.steps:
+                if nm in pp:
+                    w(f"{ind}const pf_real {var(nm)} = {render(ex, 'c', var)};")
+            if kind.params:
+                w(f"{ind}f += {var('value')};")
+            for i, q in enumerate(kind.params):
+                if off + i >= lo:
+                    w(f"{ind}pf_real J{off + i} = {var('d_' + q)};")
+        w(f"{ind}pf_real r = yv - f;")
+        if weights != "none":
+            w(f"{ind}const pf_real wv = sw[i * w_step];")
+            w(f"{ind}r *= wv;")
+            for j in range(lo, P):
+                w(f"{ind}J{j} *= wv;")
+        gacc = "gb_" if blocked else "g_"
+        if t == 0:
+            if blocked:  # compensated (Kahan): S decides the gain ratio and TolFun
+                w(f"{ind}const pf_real sy = r * r - sc;")
+                w(f"{ind}const pf_real st = sb + sy;")
+                w(f"{ind}sc = (st - sb) - sy;")
+                w(f"{ind}sb = st;")
+            else:
+                w(f"{ind}s += r * r;")
+        for r in rows:
+            w(f"{ind}{gacc}{r} += J{r} * r;")
+        for r in rows:
+            for c in range(r, P):
+                w(f"{ind}A_{r}_{c} += J{r} * J{c};")
+        if blocked:
+            w("        }")
+            if t == 0:
+                w("        s += (double)sb - (double)sc;")
+            for r in rows:
+                w(f"        g_{r} += gb_{r};")
+        w("    }")
+        if t == 0:
+            w("    *sse_out = s;")
+        for r in rows:
+            w(f"    g_out[{r}] = (pf_real)g_{r};")
+        for r in rows:
+            w(f"    A_out[{r * P + r}] = A_{r}_{r};")
+            for c in range(r + 1, P):
+                w(f"    A_out[{r * P + c}] = A_{r}_{c};")
+                w(f"    A_out[{c * P + r}] = A_{r}_{c};")
+        w("}")
+        w("")
     # ------------------------------------------------------------------ drivers
     args = ("const long long* PF_RESTRICT cols, int nrows, int m,\n"
             "    const pf_real* x, pf_index x_row, pf_index x_step,\n"
             "    const pf_real* y, pf_index y_row, pf_index y_step,\n"
             "    const pf_real* sw, pf_index w_row, pf_index w_step,\n"
             "    const pf_real* p, double* sse, pf_real* A, pf_real* g")
-    body = (f"    const long long c = cols[s];\n"
-            f"    {name}_point_sums(m, x + c * x_row, x_step, y + c * y_row, y_step,\n"
-            f"        sw + c * w_row, w_step, p + (long long)s * {P}, sse + s,\n"
-            f"        A + (long long)s * {P * P}, g + (long long)s * {P});")
+    call = (f"(m, x + c * x_row, x_step, y + c * y_row, y_step,\n"
+            f"            sw + c * w_row, w_step, p + (long long)s * {P}, sse + s,\n"
+            f"            A + (long long)s * {P * P}, g + (long long)s * {P});")
     w("#if defined(__CUDACC__) || defined(__CUDACC_RTC__)")
+    w("/* blockDim.x is a multiple of 32 * PF_SLICES: warp w of a block serves the 32 spectra")
+    w("   of warp group w / PF_SLICES and owns the rows of slice w % PF_SLICES (warp-uniform) */")
     w(f'extern "C" __global__ void {name}(\n    {args})')
     w("{")
-    w("    const int s = blockIdx.x * blockDim.x + threadIdx.x;")
+    w("    const int warp = threadIdx.x >> 5;")
+    w("    const int s = blockIdx.x * (blockDim.x / PF_SLICES)"
+      " + (warp / PF_SLICES) * 32 + (threadIdx.x & 31);")
     w("    if (s >= nrows) return;")
-    w(body)
+    w("    const long long c = cols[s];")
+    w("    switch (warp % PF_SLICES) {")
+    for t in range(T):
+        w(f"    case {t}: {name}_slice{t}{call} break;")
+    w("    }")
     w("}")
     w("#else")
     w(f"void {name}_host(\n    {args})")
     w("{")
     w("    for (int s = 0; s < nrows; ++s) {")
-    w(body)
+    w("        const long long c = cols[s];")
+    for t in range(T):
+        w(f"        {name}_slice{t}{call}")
     w("    }")
     w("}")
     w("#endif")
     return "\n".join(L) + "\n"
+
+
+def launch_shape(nrows: int, slices: int, block: int = 128) -> tuple[tuple[int], tuple[int]]:
+    """``(grid, block)`` of the kernel for ``nrows`` spectra split in ``slices`` warps each.
+
+    A block holds ``max(1, block // (32 * slices))`` groups of 32 spectra; each group has one
+    warp per slice, so a block has a multiple of ``32 * slices`` threads.
+
+    Examples
+    --------
+    >>> launch_shape(1000, 1)
+    ((8,), (128,))
+    >>> launch_shape(1000, 3)
+    ((32,), (96,))
+    """
+    groups = max(1, int(block) // (32 * slices))
+    per_block = 32 * groups
+    return ((nrows + per_block - 1) // per_block,), (per_block * slices,)
 
 
 @functools.lru_cache(maxsize=64)
@@ -256,7 +397,8 @@ class FusedNormalEquations:
         the solver's active sets do (each a subset of the last re-packed set); a re-pack
         refuses rows an earlier one dropped.
     block : int
-        Threads per block.
+        Threads per block (rounded to whole groups of ``32 * slices`` threads, see
+        :func:`launch_shape`).
     xp, kernel_factory : optional
         Array module and ``factory(model, dtype, x_per_row, weights) -> launcher`` (default
         CuPy and :func:`get_kernel`). The tests pass NumPy and a host build of the same
@@ -283,6 +425,7 @@ class FusedNormalEquations:
         self.weights = "none" if sqrt_w is None else ("row" if sqrt_w.ndim == 2 else "shared")
         factory = get_kernel if kernel_factory is None else kernel_factory
         self.kernel = factory(model, dt.name, self.x_per_row, self.weights)
+        self.slices = len(row_slices(model, dt.name))
         self._rows_of_col = None
         x = cp.ascontiguousarray(cp.asarray(x, dtype=dt))
         Y = cp.ascontiguousarray(cp.asarray(Y, dtype=dt))
@@ -365,8 +508,8 @@ class FusedNormalEquations:
             return sse, A, g
         xr, xs, yr, ys, wr, ws = self._strides()
         sw = self.sw if self.sw is not None else self.Y  # any valid pointer; never read
-        grid = ((nrows + self.block - 1) // self.block,)
-        self.kernel(grid, (self.block,), (
+        grid, block = launch_shape(nrows, self.slices, self.block)
+        self.kernel(grid, block, (
             cols, np.int32(nrows), np.int32(self.m),
             self.x, np.int64(xr), np.int64(xs),
             self.Y, np.int64(yr), np.int64(ys),

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..models import GaussianModel
-from .kernels import FusedNormalEquations, generate_source, kernel_name
+from .kernels import FusedNormalEquations, generate_source, kernel_name, row_slices
 
 __all__ = ["DeviceIteration", "device_iteration", "generate_iteration_source",
            "iteration_kernel_name"]
@@ -182,10 +182,11 @@ def generate_iteration_source(model: GaussianModel, dtype: str = "float64", *,
     w("        ss += (double)delta[i] * (double)delta[i];")
     w("    }")
     w("    const double pred = 2.0 * dg - dAd;")
-    w("    /* 4. the trial point, by the fused kernel's per-spectrum routine */")
-    w("    double st;")
-    w(f"    {base}_point_sums(m, x + c * x_row, x_step, y + c * y_row, y_step,")
-    w("        sw + c * w_row, w_step, pt, &st, Atr, gtr);")
+    w("    /* 4. the trial point, by the fused kernel's slice routines */")
+    w("    double st = 0;")
+    for t in range(len(row_slices(model, dt))):  # the rows of A, slice by slice
+        w(f"    {base}_slice{t}(m, x + c * x_row, x_step, y + c * y_row, y_step,")
+        w("        sw + c * w_row, w_step, pt, &st, Atr, gtr);")
     w("    nfev[r] += 1;")
     w("    it[r] += 1;")
     w("    int ok = PF_FINITE(st);")

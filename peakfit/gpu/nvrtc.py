@@ -146,6 +146,7 @@ class Resources:
 _RE_FUNC = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+)'")
 _RE_STACK = re.compile(
     r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_RE_PROPS = re.compile(r"Function properties for (\S+)")
 _RE_REGS = re.compile(r"Used (\d+) registers")
 
 
@@ -161,15 +162,22 @@ def resources(ptx: str, arch: str = "sm_80") -> list[Resources]:
                               str(Path(d) / "k.cubin")], capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"ptxas failed for {arch}:\n{run.stderr}")
-    out: list[Resources] = []
-    name = None
-    stack = (0, 0, 0)
+    # entry functions report their registers; device functions they call (not inlined)
+    # report only their frames and spills, which count for the entries that call them
+    entries: list[tuple[str, int, tuple[int, int, int]]] = []
+    callees = [0, 0, 0]
+    name, props, stack = None, None, (0, 0, 0)
     for line in run.stderr.splitlines():
         if m := _RE_FUNC.search(line):
             name = m.group(1)
+        elif m := _RE_PROPS.search(line):
+            props = m.group(1)
         elif m := _RE_STACK.search(line):
             stack = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+            if props is not None and props != name:
+                callees = [a + b for a, b in zip(callees, stack)]
         elif (m := _RE_REGS.search(line)) and name is not None:
-            out.append(Resources(name, arch, int(m.group(1)), stack[1], stack[2], stack[0]))
+            entries.append((name, int(m.group(1)), stack))
             name = None
-    return out
+    return [Resources(nm, arch, regs, st[1] + callees[1], st[2] + callees[2], st[0] + callees[0])
+            for nm, regs, st in entries]

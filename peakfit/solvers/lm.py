@@ -291,7 +291,7 @@ def levenberg_marquardt(
                 if callback is not None:
                     stop = callback(iteration, idx, sse[idx], lam[idx])
                     if stop is not None:  # the caller ends these rows (exitflag 0)
-                        active[idx[xp.asarray(stop, dtype=bool)]] = False
+                        active[idx] = active[idx] & ~xp.asarray(stop, dtype=bool)  # no sync
     while step is None:
         idx = xp.flatnonzero(active)
         if idx.size == 0:
