@@ -44,9 +44,9 @@ iteration compiled, which the loop then calls once per iteration instead of its 
 the Numba engine (:meth:`peakfit.solvers.evaluators.NumbaNormalEquations.iterate`, generated
 with the evaluation kernel in :mod:`peakfit.solvers._numba`, GIL released; bit for bit the
 NumPy loop's numbers with Marquardt's damping, equal to rounding with the trust-region rule)
-and the GPU's fused evaluator (:mod:`peakfit.gpu.lm_kernel`: one kernel launch and no host
-synchronisation per iteration, the damped system solved by Cholesky). Callbacks, exit flags
-and ``check_every`` mean the same on every path.
+and the GPU's fused evaluator (:mod:`peakfit.gpu.lm_kernel`: a step kernel, the fused
+evaluation, an accept kernel, no host synchronisation per iteration, the damped system solved
+by Cholesky). Callbacks, exit flags and ``check_every`` mean the same on every path.
 
 Precision
 ---------
