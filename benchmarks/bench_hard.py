@@ -44,6 +44,7 @@ overlap, snr, edge, widths, xscale, size; ``target``) and a table. Usage::
 
     python benchmarks/bench_hard.py --count 1000 --seed 0
     python benchmarks/bench_hard.py --count 200 --methods auto,truth --fixed baseline=quadratic
+    python benchmarks/bench_hard.py --count 150 --seed 1 --methods auto,truth --failures f.jsonl
 """
 
 from __future__ import annotations
@@ -249,8 +250,10 @@ RUNNERS: dict[str, Callable[[Spectrum], np.ndarray]] = {
 # ----------------------------------------------------------------------------- running
 def run(count: int, seed: int, n: int | None, fixed: dict[str, str],
         methods: tuple[str, ...], progress: bool = False,
+        sse_out: dict[str, np.ndarray] | None = None,
         ) -> tuple[list[Spectrum], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Fit every spectrum with every method (and the truth); success flags and seconds."""
+    """Fit every spectrum with every method (and the truth); success flags and seconds.
+    ``sse_out``, a dict, receives every method's sums of squares (``truth`` included)."""
     specs = [make_hard(seed, i, n, fixed) for i in range(count)]
     need = tuple(dict.fromkeys(("truth", *methods)))
     sse = {me: np.full(count, np.inf) for me in need}
@@ -270,7 +273,32 @@ def run(count: int, seed: int, n: int | None, fixed: dict[str, str],
                 print(f"  {i + 1}/{count}", file=sys.stderr)
     ref = sse["truth"]
     ok = {me: sse[me] <= (1.0 + SSE_TOL) * ref for me in methods}
+    if sse_out is not None:
+        sse_out.update(sse)
     return specs, ok, {me: secs[me] for me in need}
+
+
+def failure_records(specs: list[Spectrum], sse: Mapping[str, np.ndarray],
+                    method: str = "auto") -> list[dict[str, Any]]:
+    """One record per spectrum that ``method`` failed: its index, labels and the relative
+    excess ``SSE / SSE(truth) - 1`` of every method (for diagnosis: which spectra, how far).
+
+    Examples
+    --------
+    >>> specs = [make_hard(0, i, 2) for i in range(2)]
+    >>> sse = {"truth": np.array([1.0, 2.0]), "auto": np.array([1.0, 2.5])}
+    >>> [(r["index"], r["excess"]) for r in failure_records(specs, sse)]
+    [(1, {'auto': 0.25})]
+    """
+    ref = np.asarray(sse["truth"], float)
+    bad = ~(np.asarray(sse[method]) <= (1.0 + SSE_TOL) * ref)
+    out = []
+    for i in np.flatnonzero(bad):
+        excess = {me: (float(v[i] / ref[i] - 1.0) if math.isfinite(v[i]) else None)
+                  for me, v in sse.items() if me != "truth"}
+        out.append({"kind": "failure", "method": method, "index": int(specs[i].index),
+                    "labels": dict(specs[i].labels), "excess": excess})
+    return out
 
 
 def summarise(specs: list[Spectrum], ok: dict[str, np.ndarray],
@@ -335,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--json", default=None, metavar="PATH", help="JSON lines ('-': stdout)")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--failures", default=None, metavar="PATH",
+                    help="write the spectra that 'auto' failed as JSON lines (index, labels, "
+                         "SSE excess over the truth-started fit of every method)")
     args = ap.parse_args(argv)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     bad = set(methods) - set(METHODS)
@@ -342,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown method(s) {sorted(bad)}; choose from {METHODS}")
     fixed = parse_fixed(args.fixed)
     t0 = time.perf_counter()
-    specs, ok, secs = run(args.count, args.seed, args.n, fixed, methods, args.progress)
+    sse: dict[str, np.ndarray] = {}
+    specs, ok, secs = run(args.count, args.seed, args.n, fixed, methods, args.progress, sse)
     records = summarise(specs, ok, secs)
     meta = {
         "kind": "meta", "count": args.count, "seed": args.seed, "n": args.n, "fixed": fixed,
@@ -360,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
     elif args.json:
         Path(args.json).write_text("\n".join(lines) + "\n")
+    if args.failures and "auto" in methods:
+        fails = failure_records(specs, sse, "auto")
+        Path(args.failures).write_text("".join(json.dumps(r) + "\n" for r in fails))
     print(table(records, methods))
     if "auto" in methods:
         t = out[-1]

@@ -65,10 +65,10 @@ def test_success_rate_is_pinned(seed, count, fixed, pinned):
 
 
 # Pinned on the hard set (benchmarks/bench_hard.py, run seed 5, 40 spectra of each baseline):
-# the default reaches the truth-started minimum in 25 (quadratic) and 31 (linear) of 40; the
+# the default reaches the truth-started minimum in 30 (quadratic) and 33 (linear) of 40; the
 # edge-fitted baseline alone (before the asymmetric baseline, the pursuit candidate and the
-# separable coarse stage) reached 18 and 21.
-@pytest.mark.parametrize(("baseline", "pinned"), [("quadratic", 25), ("linear", 31)])
+# separable coarse stage) reached 18 and 21; with those and one polarity, 25 and 31.
+@pytest.mark.parametrize(("baseline", "pinned"), [("quadratic", 30), ("linear", 33)])
 def test_hard_set_success_with_a_baseline_is_pinned(baseline, pinned):
     got = 0
     with warnings.catch_warnings():
@@ -83,6 +83,26 @@ def test_hard_set_success_with_a_baseline_is_pinned(baseline, pinned):
                 sse[key] = float(res @ res)
             got += sse["auto"] <= (1 + SSE_TOL) * sse["truth"]
     assert got >= pinned, f"{got} of 40, pinned {pinned}"
+
+
+# Hard spectra (bench_hard seed 0) with a peak partly outside the window on a sloping baseline:
+# the data dip below the edge-fitted baseline, so one polarity alone fitted negative peaks
+# (sum of squares 2.3x, 12.6x and 1.65x that of the truth-started fit).
+@pytest.mark.parametrize("index", [131, 186, 43])
+def test_doubtful_polarity_is_decided_by_the_fit(index):
+    s = make_hard(0, index)
+    m = GaussianModel(s.n, s.baseline)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sse = {}
+        for key, start in (("truth", s.params), ("auto", "auto")):
+            r = peakfit.fit_gaussians(s.x, s.y, s.n, baseline=s.baseline, start=start)
+            res = s.y - m(s.x, r.p)
+            sse[key] = float(res @ res)
+    auto_height = float(np.asarray(r.p)[0])  # the last fit: the default start
+    assert s.n == 1 and s.baseline in ("linear", "quadratic") and s.labels["edge"] == "edge"
+    assert sse["auto"] <= (1 + SSE_TOL) * sse["truth"], sse
+    assert auto_height > 0
 
 
 def test_subset_covers_every_subgroup():
