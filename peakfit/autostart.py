@@ -1243,6 +1243,8 @@ def _rebirths(
     nk = len(kinds)
     out = xp.repeat(best[:, None, :], nk * n, axis=1)
     smooth = D.shape[1] >= 6
+    G = term_values(U, a, b, c)  # (k, n, M): the terms, each residual by adding back
+    R0 = D - G.sum(axis=1)
     for j in range(n):
         dist = xp.abs(b - b[:, j : j + 1])
         dist[:, j] = xp.inf
@@ -1260,12 +1262,14 @@ def _rebirths(
         for t, (slot, mg) in enumerate(merged):
             aa, bb, cc = a.copy(), b.copy(), c.copy()
             aa[:, slot] = 0.0
+            Rr = R0 + G[:, slot]
             if mg is not None:
                 vv, bm_, cm_, am_ = mg
                 aa[rows, vv] = am_
                 bb[rows, vv] = bm_
                 cc[rows, vv] = cm_
-            Rr = D - _gauss_sum(xp, U, aa, bb, cc)
+                Rr = Rr + G[rows, vv] - _gauss_sum(xp, U, am_[:, None], bm_[:, None],
+                                                   cm_[:, None])
             if sw is not None:
                 Rr = Rr * (sw > 0)
             Rs = _moving(xp, Rr, 3) if smooth else Rr
