@@ -1168,7 +1168,8 @@ def _repair_candidates(
 ) -> Any:
     """Variants of each start (k, P) -> (k, V, P): the start itself; each peak in turn moved to
     the largest residual feature; each peak in turn split in two, the second half taking the
-    slot of the weakest other peak (smallest a*c) or of the nearest other peak."""
+    slot of the weakest other peak (smallest a*c) or of the nearest other peak; the birth/death
+    moves of :func:`_rebirths` (the kinds in ``_VARIANTS``)."""
     k, P = best.shape
     n = model.n
     R = Z - model.evaluate(U, best)
