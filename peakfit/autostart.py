@@ -1175,9 +1175,17 @@ def _repair_candidates(
     R = Z - model.evaluate(U, best)
     if sw is not None:
         R = R * (sw > 0)
-    Rs = _moving(xp, R, 3) if R.shape[1] >= 6 else R
-    a_new, b_new, c_new = _feature(xp, Rs, U, du)
-    a_new = xp.maximum(a_new, floor)
+    base = Z - _gauss_sum(xp, U, best[:, 0 : 3 * n : 3], best[:, 1 : 3 * n : 3],
+                          best[:, 2 : 3 * n : 3]) - R
+    kinds = tuple(v for v in ("drop", "merge") if v in _VARIANTS)
+    rebirth = None
+    if n >= 2 and kinds:  # the birth/death variants and the largest residual feature
+        rebirth, (a_new, b_new, c_new) = _rebirths(xp, U, Z - base, sw, best, n, du, floor,
+                                                   kinds, R)
+    else:
+        Rs = _moving(xp, R, 3) if R.shape[1] >= 6 else R
+        a_new, b_new, c_new = _feature(xp, Rs, U, du)
+        a_new = xp.maximum(a_new, floor)
     blocks = [best[:, None, :]]
     if "move" in _VARIANTS or n == 1:
         mv = xp.repeat(best[:, None, :], n, axis=1)
@@ -1209,11 +1217,8 @@ def _repair_candidates(
                 sp[rows, s, 3 * v + 2] = 0.7 * cj
                 s += 1
         blocks.append(sp)
-    base = Z - _gauss_sum(xp, U, best[:, 0 : 3 * n : 3], best[:, 1 : 3 * n : 3],
-                          best[:, 2 : 3 * n : 3]) - R
-    kinds = tuple(v for v in ("drop", "merge") if v in _VARIANTS)
-    if n >= 2 and kinds:
-        blocks.append(_rebirths(xp, U, Z - base, sw, best, n, du, floor, kinds))
+    if rebirth is not None:
+        blocks.append(rebirth)
     out = xp.concatenate(blocks, axis=1)
     # heights of every variant re-fitted to the data less the baseline
     V = out.shape[1]
@@ -1228,62 +1233,84 @@ def _repair_candidates(
 
 def _rebirths(
     xp: Any, U: Any, D: Any, sw: Any, best: Any, n: int, du: Any, floor: Any,
-    kinds: tuple[str, ...] = ("drop", "merge"),
-) -> Any:
-    """Birth/death variants of each start (k, P) -> (k, 2n, P) for the peaks D (k, M) (data
-    less the baseline): for each peak j in turn, (1) j dropped, (2) j merged with its nearest
-    neighbour (one term at their weighted centre, spanning both); the freed slot is re-seeded
-    at the highest feature of the residual left by the remaining terms. Unlike a move (which
-    looks at the residual of the full start), a wide term that covers a close pair is gone or
-    narrowed before the residual is read, so the pair's second peak shows."""
+    kinds: tuple[str, ...] = ("drop", "merge"), R: Any = None,
+) -> tuple[Any, tuple[Any, Any, Any] | None]:
+    """Birth/death variants of each start (k, P) -> (k, len(kinds) * n, P) for the peaks D
+    (k, M) (data less the baseline): for each peak j in turn, "drop": j removed, "merge": j
+    merged with its nearest neighbour (one term at their weighted centre, spanning both); the
+    freed slot j is re-seeded at the highest feature of the residual left by the remaining
+    terms. Unlike a move (which looks at the residual of the full start), a wide term that
+    covers a close pair is gone or narrowed before the residual is read, so the pair's second
+    peak shows. All variants are formed at once (a fixed number of array operations); the
+    highest feature of R (k, M), a residual given by the caller, is found in the same pass.
+    Returns (variants, the feature of R (a, b, c) or None)."""
     k = best.shape[0]
+    nk = len(kinds)
+    V = nk * n
     a = best[:, 0 : 3 * n : 3]
     b = best[:, 1 : 3 * n : 3]
     c = best[:, 2 : 3 * n : 3]
-    rows = xp.arange(k)
-    nk = len(kinds)
-    out = xp.repeat(best[:, None, :], nk * n, axis=1)
-    smooth = D.shape[1] >= 6
-    G = term_values(U, a, b, c)  # (k, n, M): the terms, each residual by adding back
-    R0 = D - G.sum(axis=1)
-    for j in range(n):
-        dist = xp.abs(b - b[:, j : j + 1])
-        dist[:, j] = xp.inf
-        v = xp.argmin(dist, axis=1)
-        av, bv, cv = a[rows, v], b[rows, v], c[rows, v]
-        wj = xp.abs(a[:, j]) * c[:, j]
-        wv = xp.abs(av) * cv
-        wsum = xp.maximum(wj + wv, 1e-300)
-        bm = (wj * b[:, j] + wv * bv) / wsum
-        # second moment of the pair about bm (c^2 / 2 is a term's variance)
-        var = (wj * (0.5 * c[:, j] ** 2 + (b[:, j] - bm) ** 2)
-               + wv * (0.5 * cv**2 + (bv - bm) ** 2)) / wsum
-        merged = [(j, (v, bm, xp.sqrt(2.0 * var), xp.maximum(a[:, j], av))) if kd == "merge"
-                  else (j, None) for kd in kinds]
-        for t, (slot, mg) in enumerate(merged):
-            aa, bb, cc = a.copy(), b.copy(), c.copy()
-            aa[:, slot] = 0.0
-            Rr = R0 + G[:, slot]
-            if mg is not None:
-                vv, bm_, cm_, am_ = mg
-                aa[rows, vv] = am_
-                bb[rows, vv] = bm_
-                cc[rows, vv] = cm_
-                Rr = Rr + G[rows, vv] - _gauss_sum(xp, U, am_[:, None], bm_[:, None],
-                                                   cm_[:, None])
-            if sw is not None:
-                Rr = Rr * (sw > 0)
-            Rs = _moving(xp, Rr, 3) if smooth else Rr
-            fa, fb, fc = _feature(xp, Rs, U, du)
-            aa[:, slot] = xp.maximum(fa, floor)
-            bb[:, slot] = fb
-            cc[:, slot] = fc
-            o = out[:, nk * j + t]
-            o[:, 0 : 3 * n : 3] = aa
-            o[:, 1 : 3 * n : 3] = bb
-            o[:, 2 : 3 * n : 3] = cc
-    return out
-
+    G = term_values(U, a, b, c)  # (k, n, M): each residual by adding terms back
+    E = 0 if R is None else 1  # the caller's residual as the first row of each spectrum
+    # residuals of all variants, rows (spectrum, [R,] j, kind), filled in place
+    # (single precision: only seeds are read from them, and half the memory traffic)
+    Rr = xp.empty((k, V + E, D.shape[1]), dtype=xp.float32)
+    if R is not None:
+        Rr[:, 0] = R
+    Rd = (D - G.sum(axis=1))[:, None, :] + G  # (k, n, M): j dropped
+    A3 = xp.repeat(a[:, None, :], V, axis=1)  # (k, V, n), variant (j, kind) at nk * j + t
+    B3 = xp.repeat(b[:, None, :], V, axis=1)
+    C3 = xp.repeat(c[:, None, :], V, axis=1)
+    for kd in kinds:
+        if kd == "merge":
+            dist = xp.abs(b[:, None, :] - b[:, :, None])  # [i, j, v]
+            dist = xp.where(xp.eye(n, dtype=bool)[None], xp.inf, dist)
+            nv = xp.argmin(dist, axis=2)  # (k, n): the nearest neighbour of each j
+            kk = xp.arange(k)[:, None]
+            av, bv, cv = a[kk, nv], b[kk, nv], c[kk, nv]
+            wj = xp.abs(a) * c
+            wv = xp.abs(av) * cv
+            wsum = xp.maximum(wj + wv, 1e-300)
+            bm = (wj * b + wv * bv) / wsum
+            # second moment of the pair about bm (c^2 / 2 is a term's variance)
+            var = (wj * (0.5 * c**2 + (b - bm) ** 2) + wv * (0.5 * cv**2 + (bv - bm) ** 2)) / wsum
+            cm = xp.sqrt(2.0 * var)
+            am = xp.maximum(a, av)
+            t = kinds.index(kd)
+            sl = Rr[:, E + t :: nk]
+            sl[...] = Rd
+            sl += G[kk, nv]
+            sl -= term_values(U, am, bm, cm)
+            vi = (nk * xp.arange(n) + t)[None, :]
+            A3[kk, vi, nv] = am
+            B3[kk, vi, nv] = bm
+            C3[kk, vi, nv] = cm
+        else:
+            Rr[:, E + kinds.index(kd) :: nk] = Rd
+    if sw is not None:
+        Rr[:, E:] *= sw[:, None, :] > 0
+    Rr = Rr.reshape(k * (V + E), -1)
+    Rs = _moving(xp, Rr, 3) if Rr.shape[1] >= 6 else Rr
+    Ur = U if U.ndim == 1 else xp.repeat(U, V + E, axis=0)
+    fa, fb, fc = _feature(xp, Rs, Ur, xp.repeat(du, V + E))
+    fa = xp.maximum(fa, xp.repeat(floor, V + E)).reshape(k, V + E)
+    fb = fb.reshape(k, V + E)
+    fc = fc.reshape(k, V + E)
+    extra = None
+    if R is not None:
+        extra = (fa[:, 0], fb[:, 0], fc[:, 0])
+        fa, fb, fc = fa[:, 1:], fb[:, 1:], fc[:, 1:]
+    vi = xp.arange(V)[None, :]
+    sj = xp.repeat(xp.arange(n), nk)[None, :]
+    kk = xp.arange(k)[:, None]
+    A3[kk, vi, sj] = fa
+    B3[kk, vi, sj] = fb
+    C3[kk, vi, sj] = fc
+    out = xp.repeat(best[:, None, :], V, axis=1)
+    out[:, :, 0 : 3 * n : 3] = A3
+    out[:, :, 1 : 3 * n : 3] = B3
+    out[:, :, 2 : 3 * n : 3] = C3
+    return out, extra
 
 def _trials(
     model: GaussianModel, xp: Any, U: Any, Z: Any, W: Any, Ub: Any, Zb: Any, sw: Any, best: Any,

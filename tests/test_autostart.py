@@ -137,8 +137,9 @@ def test_rebirth_reseeds_the_dropped_term_inside_a_blend():
          + 0.8 * np.exp(-(((u - 0.75) / 0.1) ** 2)))[None, :]
     # a close pair fitted by one wide term (0), a peak (1) and a spare term on noise (2)
     best = np.array([[1.1, 0.0, 0.38, 0.8, 0.75, 0.1, 0.01, -0.9, 0.05]])
-    out = _rebirths(np, u, d, None, best, 3, np.array([0.01]), np.array([1e-3]),
-                    ("drop", "merge"))
+    out, feat = _rebirths(np, u, d, None, best, 3, np.array([0.01]), np.array([1e-3]),
+                          ("drop", "merge"))
+    assert feat is None
     assert out.shape == (1, 6, 9)
     # drop the spare term (j = 2): re-seeded on one side of the wide term, where the pair
     # rises above it (not at -0.9); the other terms unchanged
