@@ -281,6 +281,7 @@ def register_baseline(kind: TermKind) -> TermKind:
     BASELINE_TERMS[kind.name] = kind
     BASELINES[kind.name] = kind.params
     _KEY[0] = None
+    _PLANS.clear()
     return kind
 
 
@@ -291,11 +292,28 @@ def unregister_baseline(name: str) -> None:
     BASELINE_TERMS.pop(name, None)
     BASELINES.pop(name, None)
     _KEY[0] = None
+    _PLANS.clear()
 
 
 #: Baseline kinds and their coefficient names (kept in step with ``BASELINE_TERMS``).
 BASELINES: dict[str, tuple[str, ...]] = {}
 _KEY: list[Any] = [None]  # kinds_key(), rebuilt after a registration
+# per-model constants (sizes, columns, default bounds, remap code), by (n, baseline); cleared
+# by a registration
+_PLANS: dict[tuple[int, str], _Plan] = {}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Constants of one model, computed once (see :meth:`GaussianModel._plan`)."""
+
+    n_peak_params: int
+    n_params: int
+    columns: tuple[tuple[TermKind, str, Any], ...]
+    lower: np.ndarray
+    xpow: np.ndarray
+    ypow: np.ndarray
+    remap: dict[str, tuple[tuple[Any, Any, bool], ...]]
 
 for _kind in (
     TermKind("none", (), (("value", "0"),)),
@@ -487,10 +505,35 @@ class GaussianModel:
         """The baseline term kind (an entry of :data:`BASELINE_TERMS`)."""
         return BASELINE_TERMS[self.baseline]
 
+    def _plan(self) -> _Plan:
+        """The model's constants (sizes, columns, default bounds, remap code), cached."""
+        plan = _PLANS.get((self.n, self.baseline))
+        if plan is None:
+            plan = _PLANS[(self.n, self.baseline)] = self._make_plan()
+        return plan
+
+    def _make_plan(self) -> _Plan:
+        pk, bk = self.peak, self.baseline_kind
+        npk = len(pk.params)
+        n3 = npk * self.n
+        P = n3 + len(bk.params)
+        cols = tuple([(pk, q, slice(i, n3, npk)) for i, q in enumerate(pk.params)]
+                     + [(bk, q, n3 + i) for i, q in enumerate(bk.params)])
+        lo = np.full(P, -np.inf)
+        xpow, ypow = np.zeros(P), np.zeros(P)
+        for kind, q, col in cols:
+            lo[col] = kind.lower.get(q, -np.inf)
+            xpow[col], ypow[col] = kind.units.get(q, (0, 0))
+        for a in (lo, xpow, ypow):
+            a.flags.writeable = False
+        remap = {t: tuple((_code(getattr(kind, t).get(q, q)), col, kind is pk)
+                          for kind, q, col in cols) for t in ("rescale", "unscale")}
+        return _Plan(n3, P, cols, lo, xpow, ypow, remap)
+
     @property
     def n_peak_params(self) -> int:
         """``3*n``: the number of Gaussian coefficients."""
-        return len(self.peak.params) * self.n
+        return self._plan().n_peak_params
 
     @property
     def baseline_names(self) -> tuple[str, ...]:
@@ -500,7 +543,7 @@ class GaussianModel:
     @property
     def n_params(self) -> int:
         """Total number of coefficients ``P``."""
-        return self.n_peak_params + len(self.baseline_names)
+        return self._plan().n_params
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -530,19 +573,11 @@ class GaussianModel:
 
     def _columns(self) -> list[tuple[TermKind, str, Any]]:
         """``(kind, param, column index or slice)`` of every coefficient group."""
-        npk = len(self.peak.params)
-        k = self.n_peak_params
-        cols: list[tuple[TermKind, str, Any]] = [
-            (self.peak, q, slice(i, k, npk)) for i, q in enumerate(self.peak.params)]
-        cols += [(self.baseline_kind, q, k + i) for i, q in enumerate(self.baseline_names)]
-        return cols
+        return list(self._plan().columns)
 
     def default_lower(self) -> np.ndarray:
         """MATLAB's default lower bounds: ``[-Inf, -Inf, 0]`` per term, ``-Inf`` for baselines."""
-        lo = np.full(self.n_params, -np.inf)
-        for kind, q, col in self._columns():
-            lo[col] = kind.lower.get(q, -np.inf)
-        return lo
+        return self._plan().lower.copy()
 
     def default_upper(self) -> np.ndarray:
         """MATLAB's default upper bounds: all ``+Inf``."""
@@ -648,9 +683,8 @@ class GaussianModel:
         benv.update(x0=x0r, sx=sxr, sy=syr)
         ns = _namespace(xp)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            for kind, q, col in self._columns():
-                expr = getattr(kind, table).get(q, q)
-                out[..., col] = eval(_code(expr), ns, env if kind is pk else benv)
+            for code, col, is_peak in self._plan().remap[table]:
+                out[..., col] = eval(code, ns, env if is_peak else benv)
         return out
 
     def rescale(self, p: Any, x0: float, sx: float, sy: float) -> Any:
@@ -695,11 +729,8 @@ class GaussianModel:
 
         With ``x0 = 0`` every coefficient maps as ``p' = p * sx**xpow / sy**ypow``.
         """
-        xpow = np.zeros(self.n_params)
-        ypow = np.zeros(self.n_params)
-        for kind, q, col in self._columns():
-            xpow[col], ypow[col] = kind.units.get(q, (0, 0))
-        return xpow, ypow
+        plan = self._plan()
+        return plan.xpow.copy(), plan.ypow.copy()
 
     def sort_peaks(self, p: Any) -> tuple[Any, Any]:
         """Reorder the terms of ``p`` (``(P,)`` or ``(k, P)``) by ascending centre ``b``.
