@@ -31,7 +31,7 @@ import peakfit
 import peakfit.solvers.lm as _lm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_single import make_spectra  # noqa: E402
+from bench_single import make_spectra
 
 _solver_time = [0.0]
 

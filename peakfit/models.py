@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ._xp import get_xp
 from .errors import InputError
 
 __all__ = [
@@ -424,8 +425,6 @@ def term_values(x: Any, *params: Any, kind: TermKind = GAUSS) -> Any:
     >>> v.shape, float(v[0, 0, 1])  # 2 exp(-1)
     ((1, 1, 2), 0.7357588823428847)
     """
-    from ._xp import get_xp
-
     xp = get_xp(x, *params)
     if getattr(x, "ndim", 0) == 1 and all(getattr(q, "ndim", 0) == 2 for q in params):
         xx = x[None, None, :]
@@ -509,7 +508,11 @@ class GaussianModel:
         """The model's constants (sizes, columns, default bounds, remap code), cached."""
         plan = _PLANS.get((self.n, self.baseline))
         if plan is None:
-            plan = _PLANS[(self.n, self.baseline)] = self._make_plan()
+            plan = self._make_plan()
+            if plan.n_params <= 4096:  # small models only (a cache, not a store)
+                if len(_PLANS) >= 256:
+                    _PLANS.clear()
+                _PLANS[(self.n, self.baseline)] = plan
         return plan
 
     def _make_plan(self) -> _Plan:
@@ -533,7 +536,7 @@ class GaussianModel:
     @property
     def n_peak_params(self) -> int:
         """``3*n``: the number of Gaussian coefficients."""
-        return self._plan().n_peak_params
+        return len(GAUSS.params) * self.n
 
     @property
     def baseline_names(self) -> tuple[str, ...]:
@@ -543,7 +546,7 @@ class GaussianModel:
     @property
     def n_params(self) -> int:
         """Total number of coefficients ``P``."""
-        return self._plan().n_params
+        return len(GAUSS.params) * self.n + len(BASELINE_TERMS[self.baseline].params)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -591,8 +594,6 @@ class GaussianModel:
 
     def __call__(self, x: Any, p: Any) -> Any:
         """Evaluate the model for one parameter vector ``(P,)`` or a batch ``(k, P)``."""
-        from ._xp import get_xp
-
         xp = get_xp(x, p)
         p = xp.asarray(p, dtype=float)
         x = xp.asarray(x, dtype=p.dtype)
@@ -608,8 +609,6 @@ class GaussianModel:
         (:class:`TermKind`) run with array broadcasting. ``exp`` replaces the exponential
         (the fused NumPy evaluator passes one that flushes results below 1e-260 to 0).
         """
-        from ._xp import get_xp
-
         xp = get_xp(x, p)
         n3 = self.n_peak_params
         pk = self.peak
@@ -647,8 +646,6 @@ class GaussianModel:
         :data:`BASELINE_TERMS`). A term with ``c == 0`` contributes 0 and has zero
         derivatives (MATLAB's guard). No host synchronisation on a GPU.
         """
-        from ._xp import get_xp
-
         xp = get_xp(x, p)
         env, benv = self.term_env(x, p, jacobian)
         f = env["value"].sum(axis=1) + benv["value"]
@@ -669,8 +666,6 @@ class GaussianModel:
 
     # ------------------------------------------------------- reparameterising
     def _remap(self, p: Any, table: str, x0: Any, sx: Any, sy: Any) -> Any:
-        from ._xp import get_xp
-
         xp = get_xp(p)
         out = p.copy()
         n3 = self.n_peak_params
@@ -705,8 +700,6 @@ class GaussianModel:
 
         Used to carry a covariance from the scaled problem back to the caller's units.
         """
-        from ._xp import get_xp
-
         xp = get_xp(p)
         k, P = p.shape
         x0, sx, sy = (xp.broadcast_to(xp.asarray(v, dtype=float).reshape(-1), (k,))
@@ -738,8 +731,6 @@ class GaussianModel:
         Returns the reordered parameters and the permutation of terms (``(n,)`` or ``(k, n)``).
         The model value is unchanged.
         """
-        from ._xp import get_xp
-
         xp = get_xp(p)
         squeeze = p.ndim == 1
         P = p[None, :] if squeeze else p

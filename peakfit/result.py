@@ -8,7 +8,9 @@ prints MATLAB's display text.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any
@@ -275,6 +277,31 @@ class FitOutput:
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
+
+    def __getattr__(self, name: str) -> Any:
+        # a result built by build_fit_result computes its Jacobian on first access
+        fn = self.__dict__.get("_jacobian_fn") if name == "jacobian" else None
+        if fn is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        J = fn()
+        object.__setattr__(self, "jacobian", J)
+        return J
+
+    @classmethod
+    def _lazy(cls, jacobian: Callable[[], np.ndarray], **fields: Any) -> FitOutput:
+        """A FitOutput whose ``jacobian`` is ``jacobian()``, computed when first read."""
+        out = cls(jacobian=None, **fields)  # type: ignore[arg-type]
+        object.__delattr__(out, "jacobian")
+        object.__setattr__(out, "_jacobian_fn", jacobian)
+        return out
+
+
+def _weighted_jacobian(model: GaussianModel, xs: np.ndarray, p: np.ndarray,
+                       sw: np.ndarray | None, inv: np.ndarray) -> np.ndarray:
+    """The Jacobian at ``p`` (weighted by ``sw``), rows in the caller's order."""
+    _, Jt = model.evaluate(xs, p[None, :], jacobian=True)
+    J = Jt[0].T if sw is None else Jt[0].T * sw[:, None]
+    return J[inv]
 
 
 @dataclass
@@ -740,14 +767,9 @@ def build_fit_result(
 
     lo, hi = opts.bounds(model)
     active = held & ((p <= lo) | (p >= hi))
-    f, Jt = model.evaluate(xs, p[None, :], jacobian=True)
-    r = ys - f[0]
-    J = Jt[0].T.copy()
-    if ws is not None:
-        sw = np.sqrt(ws)
-        r_out, J = r * sw, J * sw[:, None]
-    else:
-        r_out = r
+    r = ys - model.evaluate(xs, p[None, :])[0]
+    sw = None if ws is None else np.sqrt(ws)
+    r_out = r if sw is None else r * sw
     st = state_from_exitflag(exitflag) if state is None else FitState(int(state))
     if st in NOT_FITTED_MESSAGES:
         gof = GoodnessOfFit(math.nan, math.nan, 0, math.nan, math.nan)
@@ -763,8 +785,9 @@ def build_fit_result(
                        "overflows when the internal scaling is undone); rescale x or y.")
     inv = np.empty_like(order)
     inv[order] = np.arange(order.size)
-    output = FitOutput(
-        numobs=int(xs.size), numparam=P, residuals=r_out[inv], jacobian=J[inv],
+    output = FitOutput._lazy(
+        functools.partial(_weighted_jacobian, model, xs, p.copy(), sw, inv),
+        numobs=int(xs.size), numparam=P, residuals=r_out[inv],
         exitflag=int(exitflag), iterations=int(iterations), funcCount=int(nfev),
         firstorderopt=float(firstorderopt),
         algorithm=("trust-region-reflective" if algorithm == "Trust-Region"
