@@ -212,23 +212,45 @@ def gof_rows(xp: Any, Ys: Any, W: Any, sse_s: Any, numobs: Any, numparam: int,
     """
     s = xp.ones(Ys.shape[0]) if scale is None else scale
     with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
-        if W is None:
-            dev = Ys - Ys.mean(axis=1, keepdims=True)
-            sst = (dev * dev).sum(axis=1)
-        else:
-            sw = W.sum(axis=1)
-            ybar = (W * Ys).sum(axis=1) / xp.where(sw > 0, sw, xp.nan)
-            sst = (W * (Ys - ybar[:, None]) ** 2).sum(axis=1)
-        rsq = xp.where(sst != 0, 1.0 - sse_s / xp.where(sst != 0, sst, 1.0), -xp.inf)
-        rsq = xp.where((sst == 0) & (sse_s == 0), xp.nan, rsq)
-        dfe = numobs - numparam + n_active
-        ok = dfe > 0
-        dfe_safe = xp.where(ok, dfe, 1)
-        adj = xp.where(ok, 1.0 - (1.0 - rsq) * (numobs - 1) / dfe_safe, xp.nan)
-        rmse = xp.where(ok, xp.sqrt(sse_s / dfe_safe) * s, xp.nan)
-        sse = sse_s * s * s
+        sst = _sst_rows(xp, Ys, W)
+        g = _gof_formulas(xp.where, xp.sqrt, sse_s, sst, numobs, numparam, n_active, s)
+    g["dfe"] = g["dfe"].astype(xp.int64)
+    return g
+
+
+def _sst_rows(xp: Any, Ys: Any, W: Any) -> Any:
+    """Total sum of squares of each row (weighted when ``W`` is given)."""
+    if W is None:
+        dev = Ys - Ys.mean(axis=1, keepdims=True)
+        return (dev * dev).sum(axis=1)
+    sw = W.sum(axis=1)
+    ybar = (W * Ys).sum(axis=1) / xp.where(sw > 0, sw, xp.nan)
+    return (W * (Ys - ybar[:, None]) ** 2).sum(axis=1)
+
+
+def _scalar_where(cond: Any, a: Any, b: Any) -> Any:
+    return a if cond else b
+
+
+def _gof_formulas(where: Callable[[Any, Any, Any], Any], sqrt: Callable[[Any], Any],
+                  sse_s: Any, sst: Any, numobs: Any, numparam: int, n_active: Any,
+                  s: Any) -> dict[str, Any]:
+    """MATLAB's goodness-of-fit formulas from the (scaled) sums of squares.
+
+    Written once for rows (``where``/``sqrt`` of NumPy or CuPy on arrays) and for one spectrum
+    (:func:`_scalar_where` and :func:`math.sqrt` on floats: the same IEEE operations in the
+    same order, so the numbers are identical, without the cost of 1-element arrays).
+    """
+    rsq = where(sst != 0, 1.0 - sse_s / where(sst != 0, sst, 1.0), -math.inf)
+    rsq = where((sst == 0) & (sse_s == 0), math.nan, rsq)
+    dfe = numobs - numparam + n_active
+    ok = dfe > 0
+    dfe_safe = where(ok, dfe, 1)
+    adj = where(ok, 1.0 - (1.0 - rsq) * (numobs - 1) / dfe_safe, math.nan)
+    rmse = where(ok, sqrt(sse_s / dfe_safe) * s, math.nan)
+    sse = sse_s * s * s
     return {"sse": sse, "rsquare": rsq, "adjrsquare": adj, "rmse": rmse,
-            "dfe": xp.where(ok, dfe, 0).astype(xp.int64)}
+            "dfe": where(ok, dfe, 0)}
 
 
 def goodness_of_fit(
@@ -248,10 +270,11 @@ def goodness_of_fit(
     ys, rs = y / s, r / s
     w = None if weights is None else np.asarray(weights, dtype=float)
     sse_s = float(np.sum(rs * rs if w is None else w * rs * rs))
-    g = gof_rows(np, ys[None, :], None if w is None else w[None, :], np.array([sse_s]),
-                 np.array([y.size]), numparam, np.array([int(n_active)]), np.array([s]))
-    return GoodnessOfFit(float(g["sse"][0]), float(g["rsquare"][0]), int(g["dfe"][0]),
-                         float(g["adjrsquare"][0]), float(g["rmse"][0]))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
+        sst = float(_sst_rows(np, ys[None, :], None if w is None else w[None, :])[0])
+    g = _gof_formulas(_scalar_where, math.sqrt, sse_s, sst, y.size, numparam, int(n_active), s)
+    return GoodnessOfFit(float(g["sse"]), float(g["rsquare"]), int(g["dfe"]),
+                         float(g["adjrsquare"]), float(g["rmse"]))
 
 
 @dataclass(frozen=True)
