@@ -56,14 +56,19 @@ DEVICES = {
 
 #: Counts measured on the CuPy stand-in (``--counts``; m = 1000, n = 4), the model's inputs.
 COUNTS = {
-    "lm_launches_per_iter": 134,  # CuPy kernels per LM iteration (host-driven loop)
-    "lm_syncs_per_iter": 0.25,  # one compaction every check_every = 4 iterations
-    "lm_row_bytes_per_iter": 37.4e3,  # small per-row arrays (A, g, p...): 32 P x P doubles
-    # auto start (k = 512, m = 1000): fused kernel, no compaction, one chunk from device memory
-    "start_launches_per_chunk": 10576,  # do not grow with the rows of a chunk
+    # LM iteration on the device (peakfit.gpu.lm_kernel, k = 512): the step and accept
+    # kernels, 7 CuPy operations (the evaluator's gathers and outputs, and the compaction
+    # every check_every = 4 iterations); the fused evaluation is t_kernel
+    "lm_launches_per_iter": 9,
+    "lm_syncs_per_iter": 0.25,
+    # per row beyond the data, as the stand-in counts it (every argument array whole)
+    "lm_row_bytes_per_iter": 15.4e3,
+    # auto start (k = 512, m = 1000): fused kernel and the device LM iteration, no compaction,
+    # one chunk from device memory; launches include the 186 RawKernel calls
+    "start_launches_per_chunk": 4197,  # do not grow with the rows of a chunk
     "start_syncs_per_chunk": 20,
     "start_elements_per_row": 14680,  # autostart's work-memory estimate per spectrum
-    "start_bytes_per_row": 2.13e6,  # device traffic of the auto start per spectrum
+    "start_bytes_per_row": 1.45e6,  # device traffic of the auto start per spectrum
     # LM iterations (mean over rows, and of the slowest row of 1000), measured on the CPU for
     # make_batch(1000, 1000, 4) in float32: after the auto start, and from the truth
     "iterations_auto": (2.05, 7),

@@ -27,6 +27,7 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import inspect
 import os
 import sys
 import tempfile
@@ -38,8 +39,9 @@ from numba import njit
 
 from ..models import BASELINE_TERMS, GAUSS, TermKind, exp_args, kinds_key, names_in, render
 
-__all__ = ["BASELINE_CODES", "baseline_code", "exp_slots", "generate_source", "get_kernel",
-           "solve_kernel"]  # and normal_equations_kernel, produced on first use
+# (and normal_equations_kernel, produced on first use)
+__all__ = ["BASELINE_CODES", "baseline_code", "exp_slots", "generate_source",
+           "get_iteration_kernel", "get_kernel", "lu_solve", "solve_kernel"]
 
 #: Baseline kind -> integer code used by the kernel (the built-in kinds; see
 #: :func:`baseline_code` for kinds registered later).
@@ -122,6 +124,135 @@ _TAIL = '''
             v64 = np.float64(J[P, t])
             s += v64 * v64
         S[r] = s
+'''
+
+
+_ITERATION = '''
+
+from peakfit.solvers._numba import lu_solve  # noqa: E402  (LU_DIGEST)
+
+@njit(nogil=True, cache=True)
+def lm_iteration_kernel(idx, x, x_shared, Y, sw, w_mode, n, baseline, zero, J, M, EP, EW, EB,
+                        p, A, g, S, lam, nu, D, lo, hi, it, nfev, S0, flag, active,
+                        trust, tol_fun, tol_x, max_iter, max_fun_evals, tiny, sqrt_eps, eps,
+                        W, pt, At, gt, St, one, d, z, delta, free):
+    # one iteration of peakfit.solvers.lm.levenberg_marquardt for the rows idx, in place
+    P = p.shape[1]
+    for i in range(idx.shape[0]):
+        r = idx[i]
+        # 1. held coefficients; 2. Moré's running scale D = max(D, diag(A)), d = sqrt(D)
+        dmax = -np.inf
+        nan_d = False
+        for j in range(P):
+            pj = p[r, j]
+            gj = g[r, j]
+            free[j] = not ((pj <= lo[r, j] and gj < 0) or (pj >= hi[r, j] and gj > 0))
+            v = D[r, j]
+            a = A[r, j, j]
+            if v == v and (a > v or a != a):
+                v = a
+            D[r, j] = v
+            if v != v:
+                nan_d = True
+            elif v > dmax:
+                dmax = v
+        floor = np.nan if nan_d else max(dmax * 1e-30, tiny)
+        for j in range(P):
+            v = D[r, j]
+            d[j] = np.sqrt(floor if (floor != floor or v < floor) else v)
+        # 3. the scaled, bound-reduced damped system (held rows/columns: identity) by LU
+        la = lam[r]
+        for a_ in range(P):
+            for b_ in range(P):
+                if free[a_] and free[b_]:
+                    W[a_, b_] = A[r, a_, b_] / (d[a_] * d[b_])
+                else:
+                    W[a_, b_] = 0.0
+            W[a_, a_] += la + (0.0 if free[a_] else 1.0)
+            W[a_, P] = g[r, a_] / d[a_] if free[a_] else 0.0
+        lu_solve(W, z)
+        # the step, projected onto the box; predicted reduction 2 δ·g - δ·A δ
+        bad_step = False
+        for j in range(P):
+            delta[j] = z[j] / d[j] if free[j] else 0.0
+            q = p[r, j] + delta[j]
+            if q != q:
+                pt[0, j] = q
+            else:
+                pt[0, j] = min(max(q, lo[r, j]), hi[r, j])
+            delta[j] = pt[0, j] - p[r, j]
+            if not np.isfinite(delta[j]):
+                bad_step = True
+        dg = zero[0]
+        dAd = zero[0]
+        pp = zero[0]
+        ss = zero[0]
+        for a_ in range(P):
+            s = zero[0]
+            for b_ in range(P):
+                s += A[r, a_, b_] * delta[b_]
+            dAd += delta[a_] * s
+            dg += delta[a_] * g[r, a_]
+            pp += p[r, a_] * p[r, a_]
+            ss += delta[a_] * delta[a_]
+        pred = 2.0 * dg - dAd
+        # 4. the trial point
+        one[0] = r
+        normal_equations_kernel(x, x_shared, Y, one, sw, w_mode, pt, n, baseline, zero,
+                                St, At, gt, J, M, EP, EW, EB)
+        nfev[r] += 1
+        it[r] += 1
+        st = St[0]
+        ok_t = np.isfinite(st)
+        for j in range(P):
+            if not np.isfinite(gt[0, j]):
+                ok_t = False
+        sr = S[r]
+        actual = sr - st
+        accept = ok_t and actual > 0 and not bad_step
+        # 5. damping
+        if trust:
+            rho = actual / pred if pred > 0 else 0.0
+            shrink = 1.0 - (2.0 * rho - 1.0) ** 3
+            if shrink < 1.0 / 3.0:
+                shrink = 1.0 / 3.0
+            if accept:
+                new_lam = la * shrink
+                nu[r] = 2.0
+            else:
+                new_lam = la * nu[r]
+                nu[r] = nu[r] * 2.0
+        else:
+            new_lam = la / 10.0 if accept else la * 10.0
+        if new_lam == new_lam:
+            new_lam = min(max(new_lam, 1e-16), 1e300)
+        lam[r] = new_lam
+        # 6. convergence tests on the step just tried, then the update
+        step_small = np.sqrt(ss) <= tol_x * (sqrt_eps + np.sqrt(pp))
+        fun_small = accept and actual <= tol_fun * sr and pred <= tol_fun * sr
+        if accept:
+            for j in range(P):
+                p[r, j] = pt[0, j]
+                g[r, j] = gt[0, j]
+                for b_ in range(P):
+                    A[r, j, b_] = At[0, j, b_]
+            S[r] = st
+        s0 = S0[r]
+        is_zero = S[r] <= 4 * eps * eps * (s0 if s0 > tiny else tiny)
+        if bad_step:
+            fl = -2
+        elif is_zero:
+            fl = 1
+        elif fun_small:
+            fl = 3
+        elif step_small:
+            fl = 2
+        else:
+            fl = 0
+        if (bad_step or is_zero or fun_small or step_small or it[r] >= max_iter
+                or nfev[r] >= max_fun_evals):
+            flag[r] = fl
+            active[r] = False
 '''
 
 
@@ -242,7 +373,8 @@ def generate_source() -> str:
         L.append(f"        {'if' if first else 'elif'} baseline == {code}:")
         L += _kind_block(kind, f"{npk} * n", " " * 12)
         first = False
-    return "\n".join(L) + _TAIL
+    lu = hashlib.sha256(inspect.getsource(lu_solve).encode()).hexdigest()[:16]
+    return "\n".join(L) + _TAIL + _ITERATION.replace("LU_DIGEST", "lu_solve " + lu)
 
 
 def _cache_dir() -> Path:
@@ -263,7 +395,7 @@ def _cache_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def _kernel_for(key: tuple[Any, ...]) -> Any:
+def _module_for(key: tuple[Any, ...]) -> Any:
     src = generate_source()
     digest = hashlib.sha256(src.encode()).hexdigest()[:16]
     path = _cache_dir() / f"pf_kernel_{digest}.py"
@@ -277,12 +409,18 @@ def _kernel_for(key: tuple[Any, ...]) -> Any:
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
-    return mod.normal_equations_kernel
+    return mod
 
 
 def get_kernel() -> Any:
     """The compiled kernel for the term kinds registered now (generated, then cached)."""
-    return _kernel_for(kinds_key())
+    return _module_for(kinds_key()).normal_equations_kernel
+
+
+def get_iteration_kernel() -> Any:
+    """The compiled LM iteration (:func:`peakfit.solvers.lm.levenberg_marquardt`'s step for
+    each row, with the trial evaluation by the normal-equations kernel) for the kinds now."""
+    return _module_for(kinds_key()).lm_iteration_kernel
 
 
 def __getattr__(name: str) -> Any:  # the kernel is produced on first use
@@ -292,8 +430,46 @@ def __getattr__(name: str) -> Any:  # the kernel is produced on first use
 
 
 @njit(nogil=True, cache=True)
+def lu_solve(W, out):  # pragma: no cover - compiled
+    """Solve the augmented system ``W = [M | b]`` (P, P+1) in place by LU with partial
+    pivoting (LAPACK ``gesv``'s method) into ``out`` (P,); NaN where a pivot is exactly 0.
+
+    The one LU of the Numba engine: :func:`solve_kernel` and the generated LM iteration call it.
+    """
+    P = W.shape[0]
+    for c in range(P):
+        piv = c
+        best = abs(W[c, c])
+        for i in range(c + 1, P):
+            v = abs(W[i, c])
+            if v > best:
+                best = v
+                piv = i
+        if W[piv, c] == 0.0:
+            for i in range(P):
+                out[i] = np.nan
+            return
+        if piv != c:
+            for j in range(c, P + 1):
+                tmp = W[c, j]
+                W[c, j] = W[piv, j]
+                W[piv, j] = tmp
+        inv = 1.0 / W[c, c]
+        for i in range(c + 1, P):
+            f = W[i, c] * inv
+            if f != 0.0:
+                for j in range(c + 1, P + 1):
+                    W[i, j] -= f * W[c, j]
+    for i in range(P - 1, -1, -1):
+        s = W[i, P]
+        for j in range(i + 1, P):
+            s -= W[i, j] * out[j]
+        out[i] = s / W[i, i]
+
+
+@njit(nogil=True, cache=True)
 def solve_kernel(M, b, out, W):  # pragma: no cover - compiled
-    """``out[r] = solve(M[r], b[r])`` by LU with partial pivoting (LAPACK ``gesv``'s method).
+    """``out[r] = solve(M[r], b[r])`` by LU with partial pivoting (:func:`lu_solve`).
 
     A row whose matrix has an exactly zero pivot (singular, where ``numpy.linalg.solve``
     raises) comes back as NaN, as :func:`peakfit.solvers.lm._solve` returns it. ``W`` (P, P+1)
@@ -306,35 +482,4 @@ def solve_kernel(M, b, out, W):  # pragma: no cover - compiled
             for j in range(P):
                 W[i, j] = M[r, i, j]
             W[i, P] = b[r, i]
-        singular = False
-        for c in range(P):
-            piv = c
-            best = abs(W[c, c])
-            for i in range(c + 1, P):
-                v = abs(W[i, c])
-                if v > best:
-                    best = v
-                    piv = i
-            if W[piv, c] == 0.0:
-                singular = True
-                break
-            if piv != c:
-                for j in range(c, P + 1):
-                    tmp = W[c, j]
-                    W[c, j] = W[piv, j]
-                    W[piv, j] = tmp
-            inv = 1.0 / W[c, c]
-            for i in range(c + 1, P):
-                f = W[i, c] * inv
-                if f != 0.0:
-                    for j in range(c + 1, P + 1):
-                        W[i, j] -= f * W[c, j]
-        if singular:
-            for i in range(P):
-                out[r, i] = np.nan
-            continue
-        for i in range(P - 1, -1, -1):
-            s = W[i, P]
-            for j in range(i + 1, P):
-                s -= W[i, j] * out[r, j]
-            out[r, i] = s / W[i, i]
+        lu_solve(W, out[r])

@@ -23,6 +23,8 @@ __all__ = ["NormalEquations"]
 #: evaluator: the true value is below 1e-260 (negligible next to any O(1) term), and NumPy's
 #: SIMD ``exp`` drops to a scalar path ~15x slower for results near the subnormal range.
 _EXP_CUT64 = 600.0
+_EPS = float(np.finfo(float).eps)
+_SQRT_EPS = float(np.sqrt(_EPS))
 
 
 def _exp_flushed(v: np.ndarray) -> np.ndarray:
@@ -104,6 +106,8 @@ class NormalEquations:
         if self.engine == "numba":
             self._numba = NumbaNormalEquations(model, x, Y, sqrt_w)
         self._fast = fusable and fused is not False and self._numba is None
+        #: The compiled LM iteration (Numba engine only; see :meth:`NumbaNormalEquations.iterate`)
+        self.lm_iteration = None if self._numba is None else self._numba.iterate
         self._buf: np.ndarray | None = None
         if self._fast:
             self._x_dt = np.asarray(x, dtype=Y.dtype)
@@ -213,6 +217,8 @@ class NumbaNormalEquations:
         self.EP = np.empty((ne, m), dtype=np.float64)
         self.EW = np.empty((ne, m), dtype=np.float64)
         self.EB = self.EW.view(np.int64)
+        self._it_scratch: tuple[np.ndarray, ...] | None = None
+        self._tiny = float(np.finfo(dt).tiny)
 
     def __call__(self, p: Any, idx: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = np.ascontiguousarray(p, dtype=self.dt)
@@ -226,6 +232,37 @@ class NumbaNormalEquations:
                         self.baseline, self.zero, sse, A, g, self.J, self.M, self.EP, self.EW,
                         self.EB)
         return sse, A, g
+
+    def iterate(self, idx: np.ndarray, p: np.ndarray, A: np.ndarray, g: np.ndarray,
+                S: np.ndarray, lam: np.ndarray, nu: np.ndarray, D: np.ndarray, lo: np.ndarray,
+                hi: np.ndarray, it: np.ndarray, nfev: np.ndarray, S0: np.ndarray,
+                flag: np.ndarray, active: np.ndarray, trust: bool, tol_fun: float,
+                tol_x: float, max_iter: int, max_fun_evals: int) -> None:
+        """One iteration of :func:`peakfit.solvers.lm.levenberg_marquardt` for the rows ``idx``.
+
+        The whole per-row step (bounds, scaling, damped solve, projection, trial evaluation,
+        acceptance, damping, stopping tests) runs in one compiled call with the GIL released;
+        the state arrays (full batch, the loop's own) are updated in place and finished rows
+        get ``active[r] = False`` and their exit flag.
+        """
+        from . import _numba
+
+        P = self.P
+        dt = self.dt
+        if self._it_scratch is None:
+            self._it_scratch = (
+                np.empty((P, P + 1), dtype=dt), np.empty((1, P), dtype=dt),
+                np.empty((1, P, P), dtype=dt), np.empty((1, P), dtype=dt),
+                np.empty(1, dtype=np.float64), np.empty(1, dtype=np.int64),
+                np.empty(P, dtype=dt), np.empty(P, dtype=dt), np.empty(P, dtype=dt),
+                np.empty(P, dtype=np.bool_))
+        eps = _EPS
+        _numba.get_iteration_kernel()(
+            idx, self.x, self.x_shared, self.Y, self.sw, self.w_mode, self.n, self.baseline,
+            self.zero, self.J, self.M, self.EP, self.EW, self.EB,
+            p, A, g, S, lam, nu, D, lo, hi, it, nfev, S0, flag, active,
+            bool(trust), float(tol_fun), float(tol_x), int(max_iter), int(max_fun_evals),
+            self._tiny, _SQRT_EPS, eps, *self._it_scratch)
 
 
 _NumbaCall = NumbaNormalEquations  # the former private name

@@ -37,6 +37,17 @@ rows that finish are frozen by a mask and cost a little wasted work but no host 
 larger value so that the host synchronises with the device only every few iterations. The result
 of a row does not depend on ``check_every`` or on which other rows share the batch.
 
+Compiled iterations
+-------------------
+The loop below, in NumPy, is the reference. Two evaluators also carry the same per-row
+iteration compiled, which the loop then calls once per iteration instead of its array code:
+the Numba engine (:meth:`peakfit.solvers.evaluators.NumbaNormalEquations.iterate`, generated
+with the evaluation kernel in :mod:`peakfit.solvers._numba`, GIL released; bit for bit the
+NumPy loop's numbers with Marquardt's damping, equal to rounding with the trust-region rule)
+and the GPU's fused evaluator (:mod:`peakfit.gpu.lm_kernel`: a step kernel, the fused
+evaluation, an accept kernel, no host synchronisation per iteration, the damped system solved
+by Cholesky). Callbacks, exit flags and ``check_every`` mean the same on every path.
+
 Precision
 ---------
 Parameters, ``A`` and ``g`` are kept in the dtype of ``p0`` (float64 or float32); the sums of
@@ -135,6 +146,20 @@ def _solve(xp: Any, M: Any, b: Any, engine: str = "numpy") -> Any:
             except np.linalg.LinAlgError:
                 pass
         return out
+
+
+def _compiled_iteration(evaluate: Any, on_host: bool) -> Any:
+    """The evaluator's compiled form of this loop's iteration, if it has one.
+
+    Numba engine: :meth:`peakfit.solvers.evaluators.NumbaNormalEquations.iterate`; CuPy: the
+    generated kernel of :mod:`peakfit.gpu.lm_kernel`. Both perform, row by row, the arithmetic
+    of the NumPy loop below, which stays the reference (and the path of every other evaluator).
+    """
+    if on_host:
+        return getattr(evaluate, "lm_iteration", None)
+    from ..gpu.lm_kernel import device_iteration
+
+    return device_iteration(evaluate)
 
 
 def _held(p: Any, g: Any, lo: Any, hi: Any) -> Any:
@@ -247,7 +272,27 @@ def levenberg_marquardt(
     diag = xp.arange(P)
     sqrt_eps = np.sqrt(_EPS)
     iteration = 0
-    while True:
+    # the same per-row iteration compiled: the Numba engine's (one call per iteration, the
+    # work set compacted every iteration) or the GPU's (one kernel launch per iteration, rows
+    # masked on the device, compacted every check_every iterations: one host synchronisation)
+    step = _compiled_iteration(evaluate, on_host) if P else None
+    if step is not None:
+        lo, hi = xp.ascontiguousarray(lo), xp.ascontiguousarray(hi)
+        p, A, g = (xp.ascontiguousarray(a) for a in (p, A, g))
+        between = 1 if on_host else check_every
+        while True:
+            idx = xp.flatnonzero(active)
+            if idx.size == 0:
+                break
+            for _ in range(max(1, min(between, max_iter - iteration))):
+                iteration += 1
+                step(idx, p, A, g, sse, lam, nu, D, lo, hi, it, nfev, sse0, exitflag, active,
+                     tr, tol_fun, tol_x, max_iter, max_fun_evals)
+                if callback is not None:
+                    stop = callback(iteration, idx, sse[idx], lam[idx])
+                    if stop is not None:  # the caller ends these rows (exitflag 0)
+                        active[idx] = active[idx] & ~xp.asarray(stop, dtype=bool)  # no sync
+    while step is None:
         idx = xp.flatnonzero(active)
         if idx.size == 0:
             break
