@@ -122,12 +122,13 @@ def fit_gaussians(
     >>> r.gof.dfe
     988
     """
-    from .selection import _is_auto, fit_auto
+    if not isinstance(n, (int, np.integer)):  # n='auto': choose n (criterion=, n_max=, alpha=)
+        from .selection import _is_auto, fit_auto
 
-    if _is_auto(n):  # n='auto': choose n (criterion=, n_max=, alpha= go to fit_auto)
-        return fit_auto(x, y, n, baseline=baseline, start=start, options=options,
-                        nan_policy=nan_policy, sort=sort, smooth=smooth, downsample=downsample,
-                        n_trials=n_trials, **fit_options)
+        if _is_auto(n):
+            return fit_auto(x, y, n, baseline=baseline, start=start, options=options,
+                            nan_policy=nan_policy, sort=sort, smooth=smooth,
+                            downsample=downsample, n_trials=n_trials, **fit_options)
     xa = as_real_array("x", x)
     ya = as_real_array("y", y)
     if xa.shape != ya.shape:

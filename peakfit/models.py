@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ._xp import get_xp
 from .errors import InputError
 
 __all__ = [
@@ -281,6 +282,7 @@ def register_baseline(kind: TermKind) -> TermKind:
     BASELINE_TERMS[kind.name] = kind
     BASELINES[kind.name] = kind.params
     _KEY[0] = None
+    _PLANS.clear()
     return kind
 
 
@@ -291,11 +293,28 @@ def unregister_baseline(name: str) -> None:
     BASELINE_TERMS.pop(name, None)
     BASELINES.pop(name, None)
     _KEY[0] = None
+    _PLANS.clear()
 
 
 #: Baseline kinds and their coefficient names (kept in step with ``BASELINE_TERMS``).
 BASELINES: dict[str, tuple[str, ...]] = {}
 _KEY: list[Any] = [None]  # kinds_key(), rebuilt after a registration
+# per-model constants (sizes, columns, default bounds, remap code), by (n, baseline); cleared
+# by a registration
+_PLANS: dict[tuple[int, str], _Plan] = {}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Constants of one model, computed once (see :meth:`GaussianModel._plan`)."""
+
+    n_peak_params: int
+    n_params: int
+    columns: tuple[tuple[TermKind, str, Any], ...]
+    lower: np.ndarray
+    xpow: np.ndarray
+    ypow: np.ndarray
+    remap: dict[str, tuple[tuple[Any, Any, bool], ...]]
 
 for _kind in (
     TermKind("none", (), (("value", "0"),)),
@@ -406,8 +425,6 @@ def term_values(x: Any, *params: Any, kind: TermKind = GAUSS) -> Any:
     >>> v.shape, float(v[0, 0, 1])  # 2 exp(-1)
     ((1, 1, 2), 0.7357588823428847)
     """
-    from ._xp import get_xp
-
     xp = get_xp(x, *params)
     if getattr(x, "ndim", 0) == 1 and all(getattr(q, "ndim", 0) == 2 for q in params):
         xx = x[None, None, :]
@@ -487,10 +504,39 @@ class GaussianModel:
         """The baseline term kind (an entry of :data:`BASELINE_TERMS`)."""
         return BASELINE_TERMS[self.baseline]
 
+    def _plan(self) -> _Plan:
+        """The model's constants (sizes, columns, default bounds, remap code), cached."""
+        plan = _PLANS.get((self.n, self.baseline))
+        if plan is None:
+            plan = self._make_plan()
+            if plan.n_params <= 4096:  # small models only (a cache, not a store)
+                if len(_PLANS) >= 256:
+                    _PLANS.clear()
+                _PLANS[(self.n, self.baseline)] = plan
+        return plan
+
+    def _make_plan(self) -> _Plan:
+        pk, bk = self.peak, self.baseline_kind
+        npk = len(pk.params)
+        n3 = npk * self.n
+        P = n3 + len(bk.params)
+        cols = tuple([(pk, q, slice(i, n3, npk)) for i, q in enumerate(pk.params)]
+                     + [(bk, q, n3 + i) for i, q in enumerate(bk.params)])
+        lo = np.full(P, -np.inf)
+        xpow, ypow = np.zeros(P), np.zeros(P)
+        for kind, q, col in cols:
+            lo[col] = kind.lower.get(q, -np.inf)
+            xpow[col], ypow[col] = kind.units.get(q, (0, 0))
+        for a in (lo, xpow, ypow):
+            a.flags.writeable = False
+        remap = {t: tuple((_code(getattr(kind, t).get(q, q)), col, kind is pk)
+                          for kind, q, col in cols) for t in ("rescale", "unscale")}
+        return _Plan(n3, P, cols, lo, xpow, ypow, remap)
+
     @property
     def n_peak_params(self) -> int:
         """``3*n``: the number of Gaussian coefficients."""
-        return len(self.peak.params) * self.n
+        return len(GAUSS.params) * self.n
 
     @property
     def baseline_names(self) -> tuple[str, ...]:
@@ -500,7 +546,7 @@ class GaussianModel:
     @property
     def n_params(self) -> int:
         """Total number of coefficients ``P``."""
-        return self.n_peak_params + len(self.baseline_names)
+        return len(GAUSS.params) * self.n + len(BASELINE_TERMS[self.baseline].params)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -530,19 +576,11 @@ class GaussianModel:
 
     def _columns(self) -> list[tuple[TermKind, str, Any]]:
         """``(kind, param, column index or slice)`` of every coefficient group."""
-        npk = len(self.peak.params)
-        k = self.n_peak_params
-        cols: list[tuple[TermKind, str, Any]] = [
-            (self.peak, q, slice(i, k, npk)) for i, q in enumerate(self.peak.params)]
-        cols += [(self.baseline_kind, q, k + i) for i, q in enumerate(self.baseline_names)]
-        return cols
+        return list(self._plan().columns)
 
     def default_lower(self) -> np.ndarray:
         """MATLAB's default lower bounds: ``[-Inf, -Inf, 0]`` per term, ``-Inf`` for baselines."""
-        lo = np.full(self.n_params, -np.inf)
-        for kind, q, col in self._columns():
-            lo[col] = kind.lower.get(q, -np.inf)
-        return lo
+        return self._plan().lower.copy()
 
     def default_upper(self) -> np.ndarray:
         """MATLAB's default upper bounds: all ``+Inf``."""
@@ -556,8 +594,6 @@ class GaussianModel:
 
     def __call__(self, x: Any, p: Any) -> Any:
         """Evaluate the model for one parameter vector ``(P,)`` or a batch ``(k, P)``."""
-        from ._xp import get_xp
-
         xp = get_xp(x, p)
         p = xp.asarray(p, dtype=float)
         x = xp.asarray(x, dtype=p.dtype)
@@ -573,8 +609,6 @@ class GaussianModel:
         (:class:`TermKind`) run with array broadcasting. ``exp`` replaces the exponential
         (the fused NumPy evaluator passes one that flushes results below 1e-260 to 0).
         """
-        from ._xp import get_xp
-
         xp = get_xp(x, p)
         n3 = self.n_peak_params
         pk = self.peak
@@ -612,8 +646,6 @@ class GaussianModel:
         :data:`BASELINE_TERMS`). A term with ``c == 0`` contributes 0 and has zero
         derivatives (MATLAB's guard). No host synchronisation on a GPU.
         """
-        from ._xp import get_xp
-
         xp = get_xp(x, p)
         env, benv = self.term_env(x, p, jacobian)
         f = env["value"].sum(axis=1) + benv["value"]
@@ -634,8 +666,6 @@ class GaussianModel:
 
     # ------------------------------------------------------- reparameterising
     def _remap(self, p: Any, table: str, x0: Any, sx: Any, sy: Any) -> Any:
-        from ._xp import get_xp
-
         xp = get_xp(p)
         out = p.copy()
         n3 = self.n_peak_params
@@ -648,9 +678,8 @@ class GaussianModel:
         benv.update(x0=x0r, sx=sxr, sy=syr)
         ns = _namespace(xp)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            for kind, q, col in self._columns():
-                expr = getattr(kind, table).get(q, q)
-                out[..., col] = eval(_code(expr), ns, env if kind is pk else benv)
+            for code, col, is_peak in self._plan().remap[table]:
+                out[..., col] = eval(code, ns, env if is_peak else benv)
         return out
 
     def rescale(self, p: Any, x0: float, sx: float, sy: float) -> Any:
@@ -671,8 +700,6 @@ class GaussianModel:
 
         Used to carry a covariance from the scaled problem back to the caller's units.
         """
-        from ._xp import get_xp
-
         xp = get_xp(p)
         k, P = p.shape
         x0, sx, sy = (xp.broadcast_to(xp.asarray(v, dtype=float).reshape(-1), (k,))
@@ -695,11 +722,8 @@ class GaussianModel:
 
         With ``x0 = 0`` every coefficient maps as ``p' = p * sx**xpow / sy**ypow``.
         """
-        xpow = np.zeros(self.n_params)
-        ypow = np.zeros(self.n_params)
-        for kind, q, col in self._columns():
-            xpow[col], ypow[col] = kind.units.get(q, (0, 0))
-        return xpow, ypow
+        plan = self._plan()
+        return plan.xpow.copy(), plan.ypow.copy()
 
     def sort_peaks(self, p: Any) -> tuple[Any, Any]:
         """Reorder the terms of ``p`` (``(P,)`` or ``(k, P)``) by ascending centre ``b``.
@@ -707,8 +731,6 @@ class GaussianModel:
         Returns the reordered parameters and the permutation of terms (``(n,)`` or ``(k, n)``).
         The model value is unchanged.
         """
-        from ._xp import get_xp
-
         xp = get_xp(p)
         squeeze = p.ndim == 1
         P = p[None, :] if squeeze else p

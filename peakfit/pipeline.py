@@ -326,8 +326,8 @@ def start_points(backend: Backend, spec: Spec, xg: Any, Yg: Any, vg: Any,
     if spec.start_array is not None:
         s = spec.start_array
         s = s[None, :] if s.ndim == 1 else s[row0 + rows_h]
-        p0 = xp.asarray(np.broadcast_to(s, (kg, P)), dtype=xp.float64).copy()
-        return xp.clip(p0, xp.asarray(spec.lo), xp.asarray(spec.hi)), n_supported
+        p0 = xp.asarray(s if s.shape[0] == kg else np.broadcast_to(s, (kg, P)), dtype=xp.float64)
+        return _clip(xp, p0, spec), n_supported
     method = spec.start_method
     kw: dict[str, Any] = {}
     if method == "auto":
@@ -362,7 +362,13 @@ def start_points(backend: Backend, spec: Spec, xg: Any, Yg: Any, vg: Any,
         warnings.warn(f"{int(bad.sum())} start point estimate(s) were not finite; using a "
                       "generic start for those spectra", FitWarning, stacklevel=5)
         p0 = xp.nan_to_num(p0, nan=1.0, posinf=1.0, neginf=-1.0)
-    return xp.clip(p0, xp.asarray(spec.lo), xp.asarray(spec.hi)), n_supported
+    return _clip(xp, p0, spec), n_supported
+
+
+def _clip(xp: ModuleType, p0: Any, spec: Spec) -> Any:
+    """``clip(p0, lo, hi)`` as a new array (the same operations, without ``clip``'s overhead
+    on one row)."""
+    return xp.minimum(xp.maximum(p0, xp.asarray(spec.lo)), xp.asarray(spec.hi))
 
 
 def solve(backend: Backend, spec: Spec, scal: Scaling, xg: Any, Yg: Any, Wg: Any, vg: Any,

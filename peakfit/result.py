@@ -8,7 +8,9 @@ prints MATLAB's display text.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any
@@ -210,23 +212,45 @@ def gof_rows(xp: Any, Ys: Any, W: Any, sse_s: Any, numobs: Any, numparam: int,
     """
     s = xp.ones(Ys.shape[0]) if scale is None else scale
     with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
-        if W is None:
-            dev = Ys - Ys.mean(axis=1, keepdims=True)
-            sst = (dev * dev).sum(axis=1)
-        else:
-            sw = W.sum(axis=1)
-            ybar = (W * Ys).sum(axis=1) / xp.where(sw > 0, sw, xp.nan)
-            sst = (W * (Ys - ybar[:, None]) ** 2).sum(axis=1)
-        rsq = xp.where(sst != 0, 1.0 - sse_s / xp.where(sst != 0, sst, 1.0), -xp.inf)
-        rsq = xp.where((sst == 0) & (sse_s == 0), xp.nan, rsq)
-        dfe = numobs - numparam + n_active
-        ok = dfe > 0
-        dfe_safe = xp.where(ok, dfe, 1)
-        adj = xp.where(ok, 1.0 - (1.0 - rsq) * (numobs - 1) / dfe_safe, xp.nan)
-        rmse = xp.where(ok, xp.sqrt(sse_s / dfe_safe) * s, xp.nan)
-        sse = sse_s * s * s
+        sst = _sst_rows(xp, Ys, W)
+        g = _gof_formulas(xp.where, xp.sqrt, sse_s, sst, numobs, numparam, n_active, s)
+    g["dfe"] = g["dfe"].astype(xp.int64)
+    return g
+
+
+def _sst_rows(xp: Any, Ys: Any, W: Any) -> Any:
+    """Total sum of squares of each row (weighted when ``W`` is given)."""
+    if W is None:
+        dev = Ys - Ys.mean(axis=1, keepdims=True)
+        return (dev * dev).sum(axis=1)
+    sw = W.sum(axis=1)
+    ybar = (W * Ys).sum(axis=1) / xp.where(sw > 0, sw, xp.nan)
+    return (W * (Ys - ybar[:, None]) ** 2).sum(axis=1)
+
+
+def _scalar_where(cond: Any, a: Any, b: Any) -> Any:
+    return a if cond else b
+
+
+def _gof_formulas(where: Callable[[Any, Any, Any], Any], sqrt: Callable[[Any], Any],
+                  sse_s: Any, sst: Any, numobs: Any, numparam: int, n_active: Any,
+                  s: Any) -> dict[str, Any]:
+    """MATLAB's goodness-of-fit formulas from the (scaled) sums of squares.
+
+    Written once for rows (``where``/``sqrt`` of NumPy or CuPy on arrays) and for one spectrum
+    (:func:`_scalar_where` and :func:`math.sqrt` on floats: the same IEEE operations in the
+    same order, so the numbers are identical, without the cost of 1-element arrays).
+    """
+    rsq = where(sst != 0, 1.0 - sse_s / where(sst != 0, sst, 1.0), -math.inf)
+    rsq = where((sst == 0) & (sse_s == 0), math.nan, rsq)
+    dfe = numobs - numparam + n_active
+    ok = dfe > 0
+    dfe_safe = where(ok, dfe, 1)
+    adj = where(ok, 1.0 - (1.0 - rsq) * (numobs - 1) / dfe_safe, math.nan)
+    rmse = where(ok, sqrt(sse_s / dfe_safe) * s, math.nan)
+    sse = sse_s * s * s
     return {"sse": sse, "rsquare": rsq, "adjrsquare": adj, "rmse": rmse,
-            "dfe": xp.where(ok, dfe, 0).astype(xp.int64)}
+            "dfe": where(ok, dfe, 0)}
 
 
 def goodness_of_fit(
@@ -246,10 +270,11 @@ def goodness_of_fit(
     ys, rs = y / s, r / s
     w = None if weights is None else np.asarray(weights, dtype=float)
     sse_s = float(np.sum(rs * rs if w is None else w * rs * rs))
-    g = gof_rows(np, ys[None, :], None if w is None else w[None, :], np.array([sse_s]),
-                 np.array([y.size]), numparam, np.array([int(n_active)]), np.array([s]))
-    return GoodnessOfFit(float(g["sse"][0]), float(g["rsquare"][0]), int(g["dfe"][0]),
-                         float(g["adjrsquare"][0]), float(g["rmse"][0]))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
+        sst = float(_sst_rows(np, ys[None, :], None if w is None else w[None, :])[0])
+    g = _gof_formulas(_scalar_where, math.sqrt, sse_s, sst, y.size, numparam, int(n_active), s)
+    return GoodnessOfFit(float(g["sse"]), float(g["rsquare"]), int(g["dfe"]),
+                         float(g["adjrsquare"]), float(g["rmse"]))
 
 
 @dataclass(frozen=True)
@@ -275,6 +300,31 @@ class FitOutput:
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
+
+    def __getattr__(self, name: str) -> Any:
+        # a result built by build_fit_result computes its Jacobian on first access
+        fn = self.__dict__.get("_jacobian_fn") if name == "jacobian" else None
+        if fn is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        J = fn()
+        object.__setattr__(self, "jacobian", J)
+        return J
+
+    @classmethod
+    def _lazy(cls, jacobian: Callable[[], np.ndarray], **fields: Any) -> FitOutput:
+        """A FitOutput whose ``jacobian`` is ``jacobian()``, computed when first read."""
+        out = cls(jacobian=None, **fields)  # type: ignore[arg-type]
+        object.__delattr__(out, "jacobian")
+        object.__setattr__(out, "_jacobian_fn", jacobian)
+        return out
+
+
+def _weighted_jacobian(model: GaussianModel, xs: np.ndarray, p: np.ndarray,
+                       sw: np.ndarray | None, inv: np.ndarray) -> np.ndarray:
+    """The Jacobian at ``p`` (weighted by ``sw``), rows in the caller's order."""
+    _, Jt = model.evaluate(xs, p[None, :], jacobian=True)
+    J = Jt[0].T if sw is None else Jt[0].T * sw[:, None]
+    return J[inv]
 
 
 @dataclass
@@ -740,14 +790,9 @@ def build_fit_result(
 
     lo, hi = opts.bounds(model)
     active = held & ((p <= lo) | (p >= hi))
-    f, Jt = model.evaluate(xs, p[None, :], jacobian=True)
-    r = ys - f[0]
-    J = Jt[0].T.copy()
-    if ws is not None:
-        sw = np.sqrt(ws)
-        r_out, J = r * sw, J * sw[:, None]
-    else:
-        r_out = r
+    r = ys - model.evaluate(xs, p[None, :])[0]
+    sw = None if ws is None else np.sqrt(ws)
+    r_out = r if sw is None else r * sw
     st = state_from_exitflag(exitflag) if state is None else FitState(int(state))
     if st in NOT_FITTED_MESSAGES:
         gof = GoodnessOfFit(math.nan, math.nan, 0, math.nan, math.nan)
@@ -763,8 +808,9 @@ def build_fit_result(
                        "overflows when the internal scaling is undone); rescale x or y.")
     inv = np.empty_like(order)
     inv[order] = np.arange(order.size)
-    output = FitOutput(
-        numobs=int(xs.size), numparam=P, residuals=r_out[inv], jacobian=J[inv],
+    output = FitOutput._lazy(
+        functools.partial(_weighted_jacobian, model, xs, p.copy(), sw, inv),
+        numobs=int(xs.size), numparam=P, residuals=r_out[inv],
         exitflag=int(exitflag), iterations=int(iterations), funcCount=int(nfev),
         firstorderopt=float(firstorderopt),
         algorithm=("trust-region-reflective" if algorithm == "Trust-Region"
