@@ -251,13 +251,16 @@ RUNNERS: dict[str, Callable[[Spectrum], np.ndarray]] = {
 def run(count: int, seed: int, n: int | None, fixed: dict[str, str],
         methods: tuple[str, ...], progress: bool = False,
         sse_out: dict[str, np.ndarray] | None = None,
+        p_out: dict[str, list[np.ndarray | None]] | None = None,
         ) -> tuple[list[Spectrum], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Fit every spectrum with every method (and the truth); success flags and seconds.
-    ``sse_out``, a dict, receives every method's sums of squares (``truth`` included)."""
+    ``sse_out``, a dict, receives every method's sums of squares (``truth`` included);
+    ``p_out``, a dict, every method's fitted parameters (None where a fit crashed)."""
     specs = [make_hard(seed, i, n, fixed) for i in range(count)]
     need = tuple(dict.fromkeys(("truth", *methods)))
     sse = {me: np.full(count, np.inf) for me in need}
     secs = {me: np.zeros(count) for me in need}
+    params: dict[str, list[np.ndarray | None]] = {me: [None] * count for me in need}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for i, s in enumerate(specs):
@@ -267,6 +270,7 @@ def run(count: int, seed: int, n: int | None, fixed: dict[str, str],
                     p = RUNNERS[me](s)
                     secs[me][i] = time.perf_counter() - t0
                     sse[me][i] = _sse(s, p)
+                    params[me][i] = p
                 except Exception:  # a crash is a failed fit
                     secs[me][i] = time.perf_counter() - t0
             if progress and (i + 1) % 50 == 0:
@@ -275,13 +279,41 @@ def run(count: int, seed: int, n: int | None, fixed: dict[str, str],
     ok = {me: sse[me] <= (1.0 + SSE_TOL) * ref for me in methods}
     if sse_out is not None:
         sse_out.update(sse)
+    if p_out is not None:
+        p_out.update(params)
     return specs, ok, {me: secs[me] for me in need}
 
 
+def truth_fit_kind(s: Spectrum, p: np.ndarray | None) -> str:
+    """What the truth-started fit ``p`` of ``s`` looks like: ``"narrow"`` where a term is
+    narrower than the sample spacing (a spike fitted to noise), ``"outside"`` where a centre
+    left the data (an edge peak moved out of the window), else ``"regular"``.
+
+    Examples
+    --------
+    >>> s = make_hard(0, 3, 2)
+    >>> truth_fit_kind(s, s.params)
+    'regular'
+    >>> p = s.params.copy(); p[2] = 0.1 * (s.x[1] - s.x[0])
+    >>> truth_fit_kind(s, p)
+    'narrow'
+    """
+    if p is None:
+        return "failed"
+    q = np.asarray(p, float)[: 3 * s.n].reshape(s.n, 3)
+    if (np.abs(q[:, 2]) < np.min(np.diff(s.x))).any():
+        return "narrow"
+    if ((q[:, 1] < s.x[0]) | (q[:, 1] > s.x[-1])).any():
+        return "outside"
+    return "regular"
+
+
 def failure_records(specs: list[Spectrum], sse: Mapping[str, np.ndarray],
-                    method: str = "auto") -> list[dict[str, Any]]:
+                    method: str = "auto",
+                    truth_p: list[np.ndarray | None] | None = None) -> list[dict[str, Any]]:
     """One record per spectrum that ``method`` failed: its index, labels and the relative
-    excess ``SSE / SSE(truth) - 1`` of every method (for diagnosis: which spectra, how far).
+    excess ``SSE / SSE(truth) - 1`` of every method (for diagnosis: which spectra, how far);
+    with ``truth_p`` (the truth-started fits) also ``truth_fit`` (:func:`truth_fit_kind`).
 
     Examples
     --------
@@ -298,6 +330,8 @@ def failure_records(specs: list[Spectrum], sse: Mapping[str, np.ndarray],
                   for me, v in sse.items() if me != "truth"}
         out.append({"kind": "failure", "method": method, "index": int(specs[i].index),
                     "labels": dict(specs[i].labels), "excess": excess})
+        if truth_p is not None:
+            out[-1]["truth_fit"] = truth_fit_kind(specs[i], truth_p[i])
     return out
 
 
@@ -374,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     fixed = parse_fixed(args.fixed)
     t0 = time.perf_counter()
     sse: dict[str, np.ndarray] = {}
-    specs, ok, secs = run(args.count, args.seed, args.n, fixed, methods, args.progress, sse)
+    pars: dict[str, list[np.ndarray | None]] = {}
+    specs, ok, secs = run(args.count, args.seed, args.n, fixed, methods, args.progress, sse,
+                          pars)
     records = summarise(specs, ok, secs)
     meta = {
         "kind": "meta", "count": args.count, "seed": args.seed, "n": args.n, "fixed": fixed,
@@ -393,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.json:
         Path(args.json).write_text("\n".join(lines) + "\n")
     if args.failures and "auto" in methods:
-        fails = failure_records(specs, sse, "auto")
+        fails = failure_records(specs, sse, "auto", pars["truth"])
         Path(args.failures).write_text("".join(json.dumps(r) + "\n" for r in fails))
     print(table(records, methods))
     if "auto" in methods:

@@ -113,6 +113,9 @@ _REPAIR_ROUNDS = 5
 #: A further repair round also where the new best still has a wasted term (hard benchmark,
 #: 150 spectra: 91.3 -> 94.0 %).
 _REPAIR_DEGENERATE = True
+#: Repair variants of step 6: "move" (each peak to the largest residual feature), "split"
+#: (each peak in two), "drop" and "merge" (birth/death moves, see :func:`_rebirths`).
+_VARIANTS = ("move", "split", "drop", "merge")
 #: Width factor of the second peeling candidate (narrow, as MATLAB's gaussnstart).
 _NARROW = 0.5
 #: Misfit tests of step 6: residual lag-1 autocorrelation (in units of 1/sqrt(M)) and the
@@ -1165,28 +1168,40 @@ def _repair_candidates(
 ) -> Any:
     """Variants of each start (k, P) -> (k, V, P): the start itself; each peak in turn moved to
     the largest residual feature; each peak in turn split in two, the second half taking the
-    slot of the weakest other peak (smallest a*c) or of the nearest other peak."""
+    slot of the weakest other peak (smallest a*c) or of the nearest other peak; the birth/death
+    moves of :func:`_rebirths` (the kinds in ``_VARIANTS``)."""
     k, P = best.shape
     n = model.n
     R = Z - model.evaluate(U, best)
     if sw is not None:
         R = R * (sw > 0)
-    Rs = _moving(xp, R, 3) if R.shape[1] >= 6 else R
-    a_new, b_new, c_new = _feature(xp, Rs, U, du)
-    a_new = xp.maximum(a_new, floor)
-    nv = 1 + n + (2 * n if n >= 2 else 0)
-    out = xp.repeat(best[:, None, :], nv, axis=1)
-    for j in range(n):
-        out[:, 1 + j, 3 * j] = a_new
-        out[:, 1 + j, 3 * j + 1] = b_new
-        out[:, 1 + j, 3 * j + 2] = xp.maximum(c_new, 0.5 * best[:, 3 * j + 2])
-    if n >= 2:
+    base = Z - _gauss_sum(xp, U, best[:, 0 : 3 * n : 3], best[:, 1 : 3 * n : 3],
+                          best[:, 2 : 3 * n : 3]) - R
+    kinds = tuple(v for v in ("drop", "merge") if v in _VARIANTS)
+    rebirth = None
+    if n >= 2 and kinds:  # the birth/death variants and the largest residual feature
+        rebirth, (a_new, b_new, c_new) = _rebirths(xp, U, Z - base, sw, best, n, du, floor,
+                                                   kinds, R)
+    else:
+        Rs = _moving(xp, R, 3) if R.shape[1] >= 6 else R
+        a_new, b_new, c_new = _feature(xp, Rs, U, du)
+        a_new = xp.maximum(a_new, floor)
+    blocks = [best[:, None, :]]
+    if "move" in _VARIANTS or n == 1:
+        mv = xp.repeat(best[:, None, :], n, axis=1)
+        for j in range(n):
+            mv[:, j, 3 * j] = a_new
+            mv[:, j, 3 * j + 1] = b_new
+            mv[:, j, 3 * j + 2] = xp.maximum(c_new, 0.5 * best[:, 3 * j + 2])
+        blocks.append(mv)
+    if n >= 2 and "split" in _VARIANTS:
+        sp = xp.repeat(best[:, None, :], 2 * n, axis=1)
         a = best[:, 0 : 3 * n : 3]
         b = best[:, 1 : 3 * n : 3]
         c = best[:, 2 : 3 * n : 3]
         weak = xp.abs(a) * c
         rows = xp.arange(k)
-        s = 1 + n
+        s = 0
         for j in range(n):
             dist = xp.abs(b - b[:, j : j + 1])
             dist[:, j] = xp.inf
@@ -1194,18 +1209,20 @@ def _repair_candidates(
             sc[:, j] = xp.inf
             aj, bj, cj = 0.8 * a[:, j], b[:, j], c[:, j]
             for v in (xp.argmin(sc, axis=1), xp.argmin(dist, axis=1)):
-                out[:, s, 3 * j] = aj
-                out[:, s, 3 * j + 1] = bj - 0.5 * cj
-                out[:, s, 3 * j + 2] = 0.7 * cj
-                out[rows, s, 3 * v] = aj
-                out[rows, s, 3 * v + 1] = bj + 0.5 * cj
-                out[rows, s, 3 * v + 2] = 0.7 * cj
+                sp[:, s, 3 * j] = aj
+                sp[:, s, 3 * j + 1] = bj - 0.5 * cj
+                sp[:, s, 3 * j + 2] = 0.7 * cj
+                sp[rows, s, 3 * v] = aj
+                sp[rows, s, 3 * v + 1] = bj + 0.5 * cj
+                sp[rows, s, 3 * v + 2] = 0.7 * cj
                 s += 1
+        blocks.append(sp)
+    if rebirth is not None:
+        blocks.append(rebirth)
+    out = xp.concatenate(blocks, axis=1)
     # heights of every variant re-fitted to the data less the baseline
     V = out.shape[1]
     flat = out.reshape(k * V, P)
-    base = Z - _gauss_sum(xp, U, best[:, 0 : 3 * n : 3], best[:, 1 : 3 * n : 3],
-                          best[:, 2 : 3 * n : 3]) - R
     Ur = U if U.ndim == 1 else xp.repeat(U, V, axis=0)
     flat[:, 0 : 3 * n : 3] = _refit_heights(
         xp, Ur, xp.repeat(Z - base, V, axis=0), flat[:, 1 : 3 * n : 3], flat[:, 2 : 3 * n : 3],
@@ -1213,6 +1230,87 @@ def _repair_candidates(
     )
     return flat.reshape(k, V, P)
 
+
+def _rebirths(
+    xp: Any, U: Any, D: Any, sw: Any, best: Any, n: int, du: Any, floor: Any,
+    kinds: tuple[str, ...] = ("drop", "merge"), R: Any = None,
+) -> tuple[Any, tuple[Any, Any, Any] | None]:
+    """Birth/death variants of each start (k, P) -> (k, len(kinds) * n, P) for the peaks D
+    (k, M) (data less the baseline): for each peak j in turn, "drop": j removed, "merge": j
+    merged with its nearest neighbour (one term at their weighted centre, spanning both); the
+    freed slot j is re-seeded at the highest feature of the residual left by the remaining
+    terms. Unlike a move (which looks at the residual of the full start), a wide term that
+    covers a close pair is gone or narrowed before the residual is read, so the pair's second
+    peak shows. All variants are formed at once (a fixed number of array operations); the
+    highest feature of R (k, M), a residual given by the caller, is found in the same pass.
+    Returns (variants, the feature of R (a, b, c) or None)."""
+    k = best.shape[0]
+    nk = len(kinds)
+    V = nk * n
+    a = best[:, 0 : 3 * n : 3]
+    b = best[:, 1 : 3 * n : 3]
+    c = best[:, 2 : 3 * n : 3]
+    G = term_values(U, a, b, c)  # (k, n, M): each residual by adding terms back
+    E = 0 if R is None else 1  # the caller's residual as the first row of each spectrum
+    # residuals of all variants, rows (spectrum, [R,] j, kind), filled in place
+    # (single precision: only seeds are read from them, and half the memory traffic)
+    Rr = xp.empty((k, V + E, D.shape[1]), dtype=xp.float32)
+    if R is not None:
+        Rr[:, 0] = R
+    Rd = (D - G.sum(axis=1))[:, None, :] + G  # (k, n, M): j dropped
+    A3 = xp.repeat(a[:, None, :], V, axis=1)  # (k, V, n), variant (j, kind) at nk * j + t
+    B3 = xp.repeat(b[:, None, :], V, axis=1)
+    C3 = xp.repeat(c[:, None, :], V, axis=1)
+    for kd in kinds:
+        if kd == "merge":
+            dist = xp.abs(b[:, None, :] - b[:, :, None])  # [i, j, v]
+            dist = xp.where(xp.eye(n, dtype=bool)[None], xp.inf, dist)
+            nv = xp.argmin(dist, axis=2)  # (k, n): the nearest neighbour of each j
+            kk = xp.arange(k)[:, None]
+            av, bv, cv = a[kk, nv], b[kk, nv], c[kk, nv]
+            wj = xp.abs(a) * c
+            wv = xp.abs(av) * cv
+            wsum = xp.maximum(wj + wv, 1e-300)
+            bm = (wj * b + wv * bv) / wsum
+            # second moment of the pair about bm (c^2 / 2 is a term's variance)
+            var = (wj * (0.5 * c**2 + (b - bm) ** 2) + wv * (0.5 * cv**2 + (bv - bm) ** 2)) / wsum
+            cm = xp.sqrt(2.0 * var)
+            am = xp.maximum(a, av)
+            t = kinds.index(kd)
+            sl = Rr[:, E + t :: nk]
+            sl[...] = Rd
+            sl += G[kk, nv]
+            sl -= term_values(U, am, bm, cm)
+            vi = (nk * xp.arange(n) + t)[None, :]
+            A3[kk, vi, nv] = am
+            B3[kk, vi, nv] = bm
+            C3[kk, vi, nv] = cm
+        else:
+            Rr[:, E + kinds.index(kd) :: nk] = Rd
+    if sw is not None:
+        Rr[:, E:] *= sw[:, None, :] > 0
+    Rr = Rr.reshape(k * (V + E), -1)
+    Rs = _moving(xp, Rr, 3) if Rr.shape[1] >= 6 else Rr
+    Ur = U if U.ndim == 1 else xp.repeat(U, V + E, axis=0)
+    fa, fb, fc = _feature(xp, Rs, Ur, xp.repeat(du, V + E))
+    fa = xp.maximum(fa, xp.repeat(floor, V + E)).reshape(k, V + E)
+    fb = fb.reshape(k, V + E)
+    fc = fc.reshape(k, V + E)
+    extra = None
+    if R is not None:
+        extra = (fa[:, 0], fb[:, 0], fc[:, 0])
+        fa, fb, fc = fa[:, 1:], fb[:, 1:], fc[:, 1:]
+    vi = xp.arange(V)[None, :]
+    sj = xp.repeat(xp.arange(n), nk)[None, :]
+    kk = xp.arange(k)[:, None]
+    A3[kk, vi, sj] = fa
+    B3[kk, vi, sj] = fb
+    C3[kk, vi, sj] = fc
+    out = xp.repeat(best[:, None, :], V, axis=1)
+    out[:, :, 0 : 3 * n : 3] = A3
+    out[:, :, 1 : 3 * n : 3] = B3
+    out[:, :, 2 : 3 * n : 3] = C3
+    return out, extra
 
 def _trials(
     model: GaussianModel, xp: Any, U: Any, Z: Any, W: Any, Ub: Any, Zb: Any, sw: Any, best: Any,
