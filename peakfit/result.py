@@ -220,12 +220,14 @@ def gof_rows(xp: Any, Ys: Any, W: Any, sse_s: Any, numobs: Any, numparam: int,
 
 def _sst_rows(xp: Any, Ys: Any, W: Any) -> Any:
     """Total sum of squares of each row (weighted when ``W`` is given)."""
+    # row-wise products through einsum: one pass each, no (k, m) temporaries but the deviations
     if W is None:
         dev = Ys - Ys.mean(axis=1, keepdims=True)
-        return (dev * dev).sum(axis=1)
+        return xp.einsum("ij,ij->i", dev, dev)
     sw = W.sum(axis=1)
-    ybar = (W * Ys).sum(axis=1) / xp.where(sw > 0, sw, xp.nan)
-    return (W * (Ys - ybar[:, None]) ** 2).sum(axis=1)
+    ybar = xp.einsum("ij,ij->i", W, Ys) / xp.where(sw > 0, sw, xp.nan)
+    dev = Ys - ybar[:, None]
+    return xp.einsum("ij,ij,ij->i", W, dev, dev)
 
 
 def _scalar_where(cond: Any, a: Any, b: Any) -> Any:
