@@ -56,7 +56,6 @@ import platform
 import sys
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,12 @@ from scipy.optimize import curve_fit  # noqa: E402
 from scipy.signal import find_peaks, peak_widths  # noqa: E402
 
 import peakfit  # noqa: E402
-from benchmarks.bench_start import BASELINE_DEGREE, gauss_poly, scipy_start  # noqa: E402
+from benchmarks.bench_start import (  # noqa: E402
+    BASELINE_DEGREE,
+    gauss_poly,
+    rate_groups,
+    scipy_start,
+)
 from benchmarks.synth import Spectrum, parse_fixed  # noqa: E402
 from peakfit.models import GaussianModel  # noqa: E402
 
@@ -337,27 +341,10 @@ def failure_records(specs: list[Spectrum], sse: Mapping[str, np.ndarray],
 
 def summarise(specs: list[Spectrum], ok: dict[str, np.ndarray],
               secs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    names = ("n", *FACTORS)
-    for i, s in enumerate(specs):
-        groups[("all", "all")].append(i)
-        for f in names:
-            groups[(f, s.labels[f])].append(i)
-    keys = [("all", "all")] + [(f, str(v)) for f in ("n",) for v in range(1, 9)] + [
+    keys = [("all", "all")] + [("n", str(v)) for v in range(1, 9)] + [
         (f, lv) for f in FACTORS for lv in FACTORS[f]]
-    out = []
-    for key in keys:
-        idx = np.array(groups.get(key, []), dtype=int)
-        if idx.size == 0:
-            continue
-        rec: dict[str, Any] = {"kind": "rate", "factor": key[0], "level": key[1],
-                               "n": int(idx.size)}
-        for me in ok:
-            rec[f"{me}_rate"] = float(ok[me][idx].mean())
-        for me in secs:
-            rec[f"{me}_ms"] = float(secs[me][idx].mean() * 1e3)
-        out.append(rec)
-    return out
+    labels = [{f: s.labels[f] for f in ("n", *FACTORS)} for s in specs]
+    return [rec for rec, _ in rate_groups(labels, keys, ok, secs)]
 
 
 def target(records: list[dict[str, Any]], method: str = "auto") -> dict[str, Any]:

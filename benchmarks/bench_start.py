@@ -172,17 +172,22 @@ def run_rates(
     return specs, ok, secs
 
 
-def summarise(
-    specs: list[Spectrum], ok: dict[str, np.ndarray], secs: dict[str, np.ndarray]
-) -> list[dict[str, Any]]:
-    """Rate records: overall, then every factor level present."""
+def rate_groups(
+    labels: list[dict[str, Any]], keys: list[tuple[str, str]], ok: dict[str, np.ndarray],
+    secs: dict[str, np.ndarray],
+) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """One rate record (and the row indices) per ``(factor, level)`` key that has spectra.
+
+    ``labels[i]`` are spectrum ``i``'s factor levels; ``("all", "all")`` covers every spectrum.
+    A record holds each method's success share (``ok``) and mean time in ms (``secs``).
+    Shared by this benchmark and ``bench_hard.py``.
+    """
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for i, s in enumerate(specs):
+    for i, lab in enumerate(labels):
         groups[("all", "all")].append(i)
-        for f in FACTORS:
-            groups[(f, s.labels[f])].append(i)
+        for f, v in lab.items():
+            groups[(f, str(v))].append(i)
     out = []
-    keys = [("all", "all")] + [(f, lv) for f in FACTORS for lv in FACTORS[f]]
     for key in keys:
         idx = np.array(groups.get(key, []), dtype=int)
         if idx.size == 0:
@@ -191,7 +196,19 @@ def summarise(
                                "n": int(idx.size)}
         for me in ok:
             rec[f"{me}_rate"] = float(ok[me][idx].mean())
+        for me in secs:
             rec[f"{me}_ms"] = float(secs[me][idx].mean() * 1e3)
+        out.append((rec, idx))
+    return out
+
+
+def summarise(
+    specs: list[Spectrum], ok: dict[str, np.ndarray], secs: dict[str, np.ndarray]
+) -> list[dict[str, Any]]:
+    """Rate records: overall, then every factor level present."""
+    keys = [("all", "all")] + [(f, lv) for f in FACTORS for lv in FACTORS[f]]
+    out = []
+    for rec, idx in rate_groups([s.labels for s in specs], keys, ok, secs):
         if "auto" in ok and "truth" in ok:
             rec["auto_minus_truth_pp"] = 100.0 * (rec["auto_rate"] - rec["truth_rate"])
             rec["lost"] = int((ok["truth"][idx] & ~ok["auto"][idx]).sum())
