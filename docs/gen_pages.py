@@ -237,10 +237,10 @@ def performance() -> None:
           + ("" if gpu_records() else
              "**No GPU figure has been measured**: no GPU was available where these results "
              "were collected, so this page shows CPU results only. ")
-          + "The CPU machine was a shared 2-vCPU "
-          "virtual machine with other jobs running, so absolute figures are noisy; the ratios "
-          "(peakfit against `curve_fit` and lmfit) were measured in the same run and are the "
-          "more reliable numbers. Larger batches than 3000 spectra were not measured here.\n"]
+          + "The CPU machine was a 2-vCPU virtual machine (named below with the date), so "
+          "absolute figures vary from run to run; the ratios (peakfit against `curve_fit` and "
+          "lmfit) were measured in the same run and are the more reliable numbers. Larger "
+          "batches than 3000 spectra were not measured here.\n"]
     batch = _load("batch")
     if batch:
         recs = [r for r in batch["records"] if "engine" in r and r.get("device") == "cpu"]
