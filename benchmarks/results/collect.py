@@ -47,8 +47,8 @@ GPU_COMMANDS: dict[str, list[list[str]]] = {
 }
 
 #: stated on the performance page: the numbers were measured on this kind of machine
-MACHINE_NOTE = ("shared 2-vCPU virtual machine (other jobs were running on it at the same time; "
-                "ratios within one run are more reliable than absolute figures)")
+MACHINE_NOTE = ("ratios within one run are more reliable than absolute figures; load_average is "
+                "the 1-minute load when the benchmark started (other jobs raise it)")
 
 
 def machine() -> dict[str, object]:
@@ -63,7 +63,8 @@ def machine() -> dict[str, object]:
         pass
     return {"cpu": model, "logical_cpus": len(os.sched_getaffinity(0)),
             "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "note": MACHINE_NOTE}
+            "python": platform.python_version(), "load_average": round(os.getloadavg()[0], 2),
+            "note": MACHINE_NOTE}
 
 
 def run(name: str) -> Path:
