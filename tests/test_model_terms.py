@@ -52,7 +52,7 @@ def _problem(model: GaussianModel, k: int = 6, m: int = 120, seed: int = 0):
 
 
 def _reference(model, x, Y, sw, q, rows):
-    ref = NormalEquations(model, x, Y, sw, engine="numpy", fused=False)
+    ref = NormalEquations.generic(model, x, Y, sw)
     return ref(q, rows)
 
 
@@ -90,7 +90,7 @@ def _host_kernel(model, x_per_row: bool, weights: str):
 
 def _backends(model):
     out = {"numpy-fused": lambda x, Y, sw, p, rows: NormalEquations(
-        model, x, Y, sw, engine="numpy", fused=True)(p, rows)}
+        model, x, Y, sw, engine="numpy")(p, rows)}
     if engine_mod.numba_available():
         out["numba"] = lambda x, Y, sw, p, rows: NormalEquations(
             model, x, Y, sw, engine="numba")(p, rows)
