@@ -235,5 +235,8 @@ def test_generic_path_equals_the_fused_path():
     fused = NormalEquations(model, x, Y, sw, engine="numpy")
     generic = NormalEquations.generic(model, x, Y, sw)
     assert fused.engine == generic.engine == "numpy"
-    for a, b in zip(fused(p0[idx], idx), generic(p0[idx], idx)):
+    got = fused(p0[idx], idx)
+    for a, b in zip(got, generic(p0[idx], idx)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+    A = got[1]
+    np.testing.assert_array_equal(A, A.transpose(0, 2, 1))  # one triangle, mirrored
