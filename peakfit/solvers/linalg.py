@@ -5,7 +5,7 @@ solve, every iteration, one small SPD system per row. The *evaluator* says how
 (:func:`damped_solver`): one with a ``solve(M, B)`` method gets it used (the Numba engine's
 :class:`~peakfit.solvers.evaluators.NormalEquations` sets it to :func:`solve_compiled`, chosen
 once from the engine the backend resolved); any other evaluator gets :func:`solve_batched`
-(LAPACK through ``xp.linalg``, NumPy or CuPy). No module looks at engine names to decide.
+(LAPACK through ``xp.linalg.solve``, NumPy or CuPy). No module looks at engine names to decide.
 
 Examples
 --------
