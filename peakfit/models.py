@@ -1008,6 +1008,8 @@ class GaussianModel:
     def _evaluate_numpy(self, x: Any, p: Any, jacobian: bool) -> Any:
         """:meth:`evaluate` on NumPy arrays: the generated kernels, derivatives written in place."""
         dt = np.result_type(p.dtype, x.dtype)
+        if dt.kind != "f":
+            dt = np.dtype(np.float64)
         k, m = p.shape[0], x.shape[-1]
         Jt = np.empty((k, self.n_params, m), dtype=dt) if jacobian else None
         f = np.empty((k, m), dtype=dt)
