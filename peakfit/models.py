@@ -10,9 +10,10 @@ c2, ...`` followed by the baseline coefficients (``d0, d1, d2`` for polynomial b
 NIST StRD Gauss problems).
 
 Every evaluation is batched: parameters have shape ``(k, P)`` for ``k`` spectra and ``x`` is
-either shared ``(m,)`` or per spectrum ``(k, m)``. The same code runs on NumPy and CuPy arrays,
-and the GPU kernels (:mod:`peakfit.gpu.kernels`) are generated from the same term definitions, so
-that the model is written in one place.
+either shared ``(m,)`` or per spectrum ``(k, m)``. Each term kind is written once
+(:class:`TermKind`); the NumPy kernels (:func:`numpy_kernel`), the CuPy evaluation
+(:func:`run_steps`), the Numba kernel and the GPU kernels (:mod:`peakfit.gpu.kernels`) all come
+from these definitions, so that the model is written in one place.
 """
 
 from __future__ import annotations
@@ -152,8 +153,9 @@ def exp_args(expr: str) -> list[ast.expr]:
 class TermKind:
     """One kind of term of the model (a peak shape or a baseline), written once.
 
-    Every backend is produced from these fields: the NumPy/CuPy evaluation
-    (:meth:`GaussianModel.evaluate`, :func:`term_values`), the Numba kernel
+    Every backend is produced from these fields: the NumPy kernels (:func:`numpy_kernel`,
+    behind :meth:`GaussianModel.evaluate` and :func:`term_values`), the CuPy evaluation
+    (:func:`run_steps`), the Numba kernel
     (:mod:`peakfit.solvers._numba`) and the CUDA source (:mod:`peakfit.gpu.kernels`).
 
     Parameters
@@ -397,10 +399,12 @@ def _code(expr: str) -> Any:
 
 def run_steps(kind: TermKind, env: dict[str, Any], xp: Any, outputs: Any = None,
               exp: Callable[[Any], Any] | None = None, dtype: Any = None) -> dict[str, Any]:
-    """Evaluate a term kind's steps with arrays (NumPy or CuPy broadcasting).
+    """Evaluate a term kind's steps with arrays (NumPy or CuPy broadcasting), one by one.
 
     ``env`` holds ``x`` and the parameters, shaped to broadcast; returns ``env`` with the
-    steps added. ``outputs`` limits the work to the steps these names need.
+    steps added. ``outputs`` limits the work to the steps these names need. This is the
+    readable reference (and the CuPy path); NumPy's hot paths run the kernels generated from
+    the same steps (:func:`numpy_kernel`), which give the same numbers.
     """
     if dtype is None:
         dtype = np.result_type(*(getattr(v, "dtype", np.float64) for v in env.values()))
@@ -950,9 +954,10 @@ class GaussianModel:
                  exp: Callable[[Any], Any] | None = None) -> tuple[dict, dict]:
         """The evaluated steps of the peaks ``(k, n, m)`` and of the baseline ``(k, m)``.
 
-        The NumPy and CuPy evaluators are this function: each term kind's steps
-        (:class:`TermKind`) run with array broadcasting. ``exp`` replaces the exponential
-        (the fused NumPy evaluator passes one that flushes results below 1e-260 to 0).
+        Each term kind's steps (:class:`TermKind`) run one by one with array broadcasting
+        (:func:`run_steps`): the CuPy evaluation, and the readable reference that the generated
+        NumPy kernels (:meth:`fill`) are tested against. ``exp`` replaces the exponential
+        (e.g. :func:`exp_flushed`).
         """
         xp = get_xp(x, p)
         n3 = self.n_peak_params

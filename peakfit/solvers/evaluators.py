@@ -3,9 +3,11 @@
 :func:`peakfit.solvers.lm.levenberg_marquardt` needs, for a set of rows of a batch, the weighted
 sum of squares ``S``, ``A = JᵀWJ`` and ``g = JᵀWr`` at given coefficients. This module computes
 them on the CPU; the GPU's fused kernel is :class:`peakfit.gpu.kernels.FusedNormalEquations`.
-All of them evaluate the model through its term kinds (:mod:`peakfit.models`): NumPy and CuPy
-run the kinds' steps with array broadcasting, the Numba kernel is generated from the same steps
-(:mod:`peakfit.solvers._numba`), so adding a term kind changes no code here.
+All of them evaluate the model through its term kinds (:mod:`peakfit.models`): NumPy runs the
+kernels generated from them (:func:`peakfit.models.numpy_kernel`), CuPy their steps with array
+broadcasting, the Numba kernel is generated from the same steps (:mod:`peakfit.solvers._numba`),
+so adding a term kind changes no code here. Each evaluator also carries the solver of the damped
+systems that goes with its engine (``solve``, :mod:`peakfit.solvers.linalg`).
 """
 
 from __future__ import annotations
