@@ -1032,6 +1032,16 @@ class GaussianModel:
         :meth:`grouped_order`), where each output is one contiguous block, which NumPy's
         ufuncs run fastest. ``work`` keeps the work buffers of a caller that evaluates
         repeatedly; ``exp`` replaces the exponential (e.g. :func:`exp_flushed`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> m = GaussianModel(1, "constant")
+        >>> x, p = np.array([0.0, 1.0]), np.array([[2.0, 0.0, 1.0, 0.5]])
+        >>> f, D = np.empty((1, 2)), np.empty((4, 1, 2))
+        >>> m.fill(x, p, f, D, grouped=True)
+        >>> f.round(6).tolist(), D[:, 0, 1].round(6).tolist()  # d/d(a, b, c, d0) at x = 1
+        ([[2.5, 1.235759]], [0.367879, 1.471518, 1.471518, 1.0])
         """
         pk, bk, n3, n = self.peak, self.baseline_kind, self.n_peak_params, self.n
         npk, nb = len(pk.params), len(bk.params)
