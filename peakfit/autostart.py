@@ -413,6 +413,30 @@ def _pilot_fwhm(xp: Any, S: Any) -> Any:
     return xp.minimum(kk - left, right - kk) * 2
 
 
+def _pilot_fwhm_masked(xp: Any, S: Any, U: Any, W: Any) -> Any:
+    """:func:`_pilot_fwhm` of rows with missing points (``W`` 0): the crossings are searched
+    among the valid points and measured in x, in units of the row's median spacing, so that a
+    gap (missing points) next to the top does not pass for a narrow feature."""
+    k, m = S.shape
+    V = W > 0
+    Ur = xp.broadcast_to(U if U.ndim == 2 else U[None, :], (k, m))
+    Ss = _moving(xp, S, 5)
+    kk = xp.argmax(xp.where(V, Ss, -xp.inf), axis=1)
+    rows = xp.arange(k)
+    half = 0.5 * Ss[rows, kk]
+    idx = xp.arange(m)[None, :]
+    below = V & (Ss < half[:, None])
+    left = xp.where(below & (idx < kk[:, None]), idx, -1).max(axis=1)
+    right = xp.where(below & (idx > kk[:, None]), idx, m).min(axis=1)
+    u0 = Ur[rows, kk]
+    dl = xp.where(left >= 0, u0 - Ur[rows, xp.maximum(left, 0)], xp.inf)
+    dr = xp.where(right < m, Ur[rows, xp.minimum(right, m - 1)] - u0, xp.inf)
+    du = _row_median(xp, Ur[:, 1:] - Ur[:, :-1], V[:, 1:] & V[:, :-1])
+    du = xp.where(du > 0, du, xp.inf)
+    fw = 2.0 * xp.minimum(dl, dr) / du
+    return xp.where(xp.isfinite(fw), xp.floor(xp.minimum(fw, 2.0 * m)), 2 * m).astype(xp.int64)
+
+
 def _bin_edges(m: int, q: int) -> np.ndarray:
     M = max(1, math.ceil(m / q))
     return np.floor(np.arange(M + 1) * (m / M)).astype(np.int64)
@@ -782,7 +806,7 @@ def _prepare(
                  noise=_noise(xp, U, S, W), ambiguous=ambiguous)
 
 
-def _bin_factors(xp: Any, S: Any, q_user: int | None, W: Any = None) -> Any:
+def _bin_factors(xp: Any, S: Any, q_user: int | None, W: Any = None, U: Any = None) -> Any:
     """Per-spectrum bin size (int array on the device of S): ``q_user``, or about a tenth of the
     largest feature's FWHM in samples, rounded down to 1, 2, 3, 4, 6, 8, 12, 16, ... (few
     groups); at most a hundredth of the row's points (of its valid points ``W``), 1 below
@@ -793,7 +817,8 @@ def _bin_factors(xp: Any, S: Any, q_user: int | None, W: Any = None) -> Any:
         return xp.maximum(xp.minimum(xp.full(k, q_user, dtype=xp.int64), mr), 1)
     if W is None and m < 2 * _MIN_BINS:
         return xp.ones(k, dtype=xp.int64)
-    q = _pilot_fwhm(xp, S) // int(_BINS_PER_FWHM)
+    fw = _pilot_fwhm(xp, S) if W is None else _pilot_fwhm_masked(xp, S, U, W)
+    q = fw // int(_BINS_PER_FWHM)
     q = xp.minimum(xp.maximum(q, 1), xp.maximum(mr // _MIN_BINS, 1))
     if W is not None:
         q = xp.where(mr < 2 * _MIN_BINS, 1, q)
@@ -815,7 +840,7 @@ def _estimate(
     xp = get_xp(x, Y)
     k = Y.shape[0]
     prep = _prepare(model, x, Y, spec, missing=missing)
-    qd = _bin_factors(xp, prep.S, q_user, prep.W)
+    qd = _bin_factors(xp, prep.S, q_user, prep.W, prep.U)
     amb = prep.ambiguous if _BOTH_POLARITIES else None
     if amb is not None:
         qd = xp.concatenate([qd, amb.astype(qd.dtype)])
