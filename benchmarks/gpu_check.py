@@ -95,7 +95,8 @@ RAGGED_START = {"launches": 4.6, "syncs": 3.9, "device_bytes": 7.6}
 T_LAUNCH = 8e-6
 T_SYNC = 20e-6
 
-#: The functions of steps 1-2 of the auto start (the stand-in's sync sites).
+#: The functions of steps 1-2 of the auto start (the stand-in's sync sites; also used by
+#: tests/test_cupy_standin.py).
 _STEPS_1_2 = ("autostart._prepare", "autostart._noise", "autostart._noise_masked",
               "autostart._row_median", "autostart._bin_factors", "autostart._pilot_fwhm",
               "autostart._estimate", "autostart._concat", "autostart._raw_refine",

@@ -267,16 +267,10 @@ def test_counts_per_chunk_of_the_auto_start(standin, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- gd
-#: The functions of steps 1-2 of the auto start (normalisation, baseline, polarity, noise, bin
-#: sizes, the second polarity pass): one host read per chunk in all of them together.
-_STEPS_1_2 = ("autostart._prepare", "autostart._noise", "autostart._noise_masked",
-              "autostart._row_median", "autostart._bin_factors", "autostart._pilot_fwhm",
-              "autostart._estimate", "autostart._concat", "autostart._raw_refine",
-              "autostart._baseline_sign", "autostart.auto_start", "start.baseline_start",
-              "start._weighted_polyfit")
-
-
 def _steps_1_2_syncs() -> dict[str, int]:
+    """Host synchronisations in the functions of steps 1-2 of the auto start, by site."""
+    from gpu_check import _STEPS_1_2
+
     return {s: n for s, n in COUNTS.sites.items() if s.rsplit(":", 1)[0] in _STEPS_1_2}
 
 
