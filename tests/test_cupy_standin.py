@@ -291,7 +291,7 @@ def _ragged(Y: np.ndarray, seed: int, frac: float = 0.2) -> np.ndarray:
 def test_steps_1_2_of_the_start_read_the_device_once_per_chunk(standin, baseline, ragged):
     """Issue #16 item 1: steps 1-2 of the start (validity, baseline, polarity, noise, bin
     sizes) decide on the device; the host reads their outcome once a chunk (bin sizes and
-    doubtful polarities in one transfer). Before: 4 to 8 a chunk (``bool(finite.all())``,
+    doubtful polarities in one transfer). Before: 3 to 12 a chunk (``bool(finite.all())``,
     ``bool(xfin.all())``, ``bool(lifted.any())``, the bin sizes, the doubtful rows, the
     raw refinement's checks). The data have peaks at the ends on a slope (doubtful polarity:
     the second polarity pass runs), ragged or not; the result equals NumPy's."""
