@@ -1115,7 +1115,7 @@ def _refine(
         hir[:, 0:3 * model.n:3] = xp.inf
         solver = partial(variable_projection, model=model)
     if xp is np:
-        ev = NormalEquations(model, Ur, Zr, swr, fused=p.shape[0] > _FEW_ROWS // 2)
+        ev = NormalEquations(model, Ur, Zr, swr)
     else:  # on a GPU: the solver's fused kernel, one launch an evaluation
         from .gpu import FusedNormalEquations
 
