@@ -896,7 +896,17 @@ def _solve_group(
     floor = xp.maximum(noise_b, 1e-6)
     Ssm = _moving(xp, Sb, 3) if M >= 6 else Sb
     lo, hi = _box(xp, model, du)
-    pa, pb, pc = _peel(xp, Ssm, Ub, du, n, floor, xp.ones(k))
+    narrow = None
+    if xp is np:
+        pa, pb, pc = _peel(xp, Ssm, Ub, du, n, floor, xp.ones(k))
+    else:  # on a GPU: the full path's narrow peeling too, as rows of the same pass (the same
+        # numbers, row by row; half the launches of two passes)
+        wfac = xp.concatenate([xp.ones(k), xp.full(k, _NARROW)])
+        pa, pb, pc = _peel(xp, xp.concatenate([Ssm, Ssm], axis=0),
+                           Ub if Ub.ndim == 1 else xp.concatenate([Ub, Ub], axis=0),
+                           xp.concatenate([du, du]), n, xp.concatenate([floor, floor]), wfac)
+        narrow = _pack(xp, pa[k:], pb[k:], pc[k:] * _NARROW, q0)
+        pa, pb, pc = pa[:k], pb[:k], pc[:k]
     cands = [_pack(xp, pa, pb, pc, q0)[:, None, :]]
     pursuit = model.baseline in _PURSUIT_BASELINES and Ub.ndim == 1
     if pursuit and _CHEAP_PURSUIT:
@@ -925,6 +935,7 @@ def _solve_group(
         best[rows], sse[rows] = _full_path(
             model, Ub_r, Zb[rows], Ssm[rows], sw_r, du[rows], floor[rows], q0[rows], lo[rows],
             hi[rows], noise_b[rows], p_all[rows], s_all[rows], iters,
+            None if narrow is None else narrow[rows],
             Ub.ndim == 1 and (model.baseline in _PURSUIT_GATED
                               or (pursuit and not _CHEAP_PURSUIT)),
         )
@@ -948,7 +959,8 @@ def _solve_group(
 
 def _full_path(
     model: GaussianModel, Ub: Any, Zb: Any, Ssm: Any, sw: Any, du: Any, floor: Any, q0: Any,
-    lo: Any, hi: Any, noise_b: Any, p_cheap: Any, s_cheap: Any, iters: int, pursuit: bool,
+    lo: Any, hi: Any, noise_b: Any, p_cheap: Any, s_cheap: Any, iters: int, narrow: Any,
+    pursuit: bool,
 ) -> tuple[Any, Any]:
     """Steps 4-6 for the spectra that the gate sent on (binned data of those rows only):
     the other candidates (narrow peeling; pursuit with a polynomial baseline) refined and
@@ -958,8 +970,10 @@ def _full_path(
     k = Zb.shape[0]
     n = model.n
     P = model.n_params
-    pa, pb, pc = _peel(xp, Ssm, Ub, du, n, floor, xp.full(k, _NARROW))
-    cands = [_pack(xp, pa, pb, pc * _NARROW, q0)[:, None, :]]
+    if narrow is None:  # the narrow peeling (unless the cheap path made it)
+        pa, pb, pc = _peel(xp, Ssm, Ub, du, n, floor, xp.full(k, _NARROW))
+        narrow = _pack(xp, pa, pb, pc * _NARROW, q0)
+    cands = [narrow[:, None, :]]
     if pursuit:  # greedy pursuit with the baseline, where the cheap path has not run it
         cands.append(_pursuit(xp, model, Ub, Zb, sw, du)[:, None, :])
     C = len(cands)
@@ -1069,7 +1083,7 @@ def _refine(
         ev, p0=p,
         lower=lor, upper=hir,
         tol_fun=_COARSE_TOL, tol_x=_COARSE_TOL_X, max_iter=iters, max_fun_evals=iters + 1,
-        algorithm="Levenberg-Marquardt", lam0=_LAM0, callback=prune,
+        algorithm="Levenberg-Marquardt", lam0=_LAM0, callback=prune if C > 1 else None,
         # few rows: mask finished rows instead of compacting every step (same results);
         # on a GPU, never compact (a compaction is a host synchronisation)
         check_every=iters + 1 if p.shape[0] <= _FEW_ROWS or xp is not np else 1,
