@@ -325,7 +325,7 @@ def _user_smooth(xp: Any, x: Any, Z: Any, spec: tuple[str, float]) -> Any:
     return xp.asarray(out)
 
 
-def _noise(xp: Any, U: Any, S: Any) -> Any:
+def _noise(xp: Any, U: Any, S: Any, W: Any = None) -> Any:
     """Noise standard deviation of each row of S (k, m) at abscissae U ((m,) or (k, m)).
 
     Every interior point is predicted from its two neighbours on each side by the cubic through
@@ -334,20 +334,46 @@ def _noise(xp: Any, U: Any, S: Any) -> Any:
     standard deviation, estimated robustly as ``median|e| / 0.6745``. For evenly spaced x, and
     for ``m >= _NOISE_INDEX_M`` points (where peaks span many samples and spacing matters
     little), this is the fourth difference in the index, ``/ sqrt(70)``.
+
+    ``W`` (k, m), optional, marks the valid points (1) of each row: only predictions from five
+    valid neighbouring points count, each row's median is taken over its own, and evenness and
+    ``m`` are those of the row's valid points. For a row whose valid points are contiguous (the
+    pipeline's ragged rows), the estimate is the one of those points alone. Decided on the
+    device, row by row (no host synchronisation there).
     """
     k, m = S.shape
     if m < 8:
         return xp.zeros(k)
     h = (m - 4) // 2
-    # the fourth difference in the index
-    e4 = xp.abs(S[:, 4:] - 4.0 * (S[:, 3:-1] + S[:, 1:-3]) + 6.0 * S[:, 2:-2] + S[:, :-4])
-    alt = xp.partition(e4, h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
-    if m >= _NOISE_INDEX_M:
-        return alt
-    # fewer points: the cubic through the neighbours where the spacing is uneven (decided per
-    # row, both computed: no host synchronisation)
-    d2 = U[..., 2:] - 2.0 * U[..., 1:-1] + U[..., :-2]
-    uniform = xp.abs(d2).max(axis=-1) <= 2e-4 / (m - 1)  # () shared or (k,)
+    if W is not None:
+        return _noise_masked(xp, U, S, W)
+    uniform = m >= _NOISE_INDEX_M
+    if not uniform and xp is not np:  # on a GPU: both estimates, chosen per row
+        d2 = xp.abs(U[..., 2:] - 2.0 * U[..., 1:-1] + U[..., :-2]).max(axis=-1)
+        index = xp.partition(_fourth(S), h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
+        cubic = xp.partition(_cubic_errors(xp, U, S), h, axis=1)[:, h] / 0.6745
+        return xp.where((d2 <= 2e-4 / (m - 1)) | ~xp.isfinite(cubic), index, cubic)
+    if not uniform:
+        d2 = U[..., 2:] - 2.0 * U[..., 1:-1] + U[..., :-2]
+        uniform = float(to_numpy(xp.abs(d2).max()).item()) <= 2e-4 / (m - 1)
+    if uniform:  # the fourth difference in the index
+        return xp.partition(_fourth(S), h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
+    e = _cubic_errors(xp, U, S)
+    out = xp.partition(e, h, axis=1)[:, h] / 0.6745
+    if not bool(xp.isfinite(out).all()):  # repeated abscissae: fall back to the index
+        alt = xp.partition(_fourth(S), h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
+        out = xp.where(xp.isfinite(out), out, alt)
+    return out
+
+
+def _fourth(S: Any) -> Any:
+    """|Fourth difference| of each row of S in the index (k, m - 4)."""
+    return abs(S[:, 4:] - 4.0 * (S[:, 3:-1] + S[:, 1:-3]) + 6.0 * S[:, 2:-2] + S[:, :-4])
+
+
+def _cubic_errors(xp: Any, U: Any, S: Any) -> Any:
+    """|Error| of each interior point of S (k, m) predicted by the cubic through its two
+    neighbours on each side, over its noise factor (k, m - 4); inf where abscissae repeat."""
     X = U if U.ndim == 2 else U[None, :]
     xi = X[:, 2:-2]
     nb = [X[:, 0:-4], X[:, 1:-3], X[:, 3:-1], X[:, 4:]]
@@ -364,10 +390,35 @@ def _noise(xp: Any, U: Any, S: Any) -> Any:
             pred = pred + w * ys[j]
             w2 = w2 + w * w
         e = xp.abs(S[:, 2:-2] - pred) / xp.sqrt(w2)
-    e = xp.where(xp.isfinite(e), e, xp.inf)
-    out = xp.partition(e, h, axis=1)[:, h] / 0.6745
-    # repeated abscissae (no finite estimate): the index's
-    return xp.where(uniform | ~xp.isfinite(out), alt, out)
+    return xp.where(xp.isfinite(e), e, xp.inf)
+
+
+def _row_median(xp: Any, E: Any, ok: Any) -> Any:
+    """``median`` of each row of E over the entries ``ok`` (the upper one of an even count,
+    as ``partition`` at ``count // 2``); inf where a row has none."""
+    cnt = ok.sum(axis=1)
+    srt = xp.sort(xp.where(ok, E, xp.inf), axis=1)
+    idx = xp.minimum(cnt // 2, E.shape[1] - 1)
+    return xp.where(cnt > 0, xp.take_along_axis(srt, idx[:, None], axis=1)[:, 0], xp.inf)
+
+
+def _noise_masked(xp: Any, U: Any, S: Any, W: Any) -> Any:
+    """:func:`_noise` of rows with missing points (``W`` 0), decided row by row."""
+    k, m = S.shape
+    V = W > 0
+    ok5 = V[:, 4:] & V[:, 3:-1] & V[:, 2:-2] & V[:, 1:-3] & V[:, :-4]
+    mr = V.sum(axis=1)
+    Ur = xp.broadcast_to(U if U.ndim == 2 else U[None, :], (k, m))
+    ok3 = V[:, 2:] & V[:, 1:-1] & V[:, :-2]
+    d2 = xp.where(ok3, xp.abs(Ur[:, 2:] - 2.0 * Ur[:, 1:-1] + Ur[:, :-2]), 0.0).max(axis=1)
+    uniform = (mr >= _NOISE_INDEX_M) | (d2 <= 2e-4 / xp.maximum(mr - 1, 1))
+    index = _row_median(xp, _fourth(S), ok5) / (0.6745 * math.sqrt(70.0))
+    if xp is np and uniform.all():  # on NumPy the check is free: skip the cubic errors
+        out = index
+    else:
+        cubic = _row_median(xp, _cubic_errors(xp, Ur, S), ok5) / 0.6745
+        out = xp.where(uniform | ~xp.isfinite(cubic), index, cubic)
+    return xp.where((mr >= 8) & xp.isfinite(out), out, 0.0)
 
 
 def _pilot_fwhm(xp: Any, S: Any) -> Any:
@@ -382,6 +433,30 @@ def _pilot_fwhm(xp: Any, S: Any) -> Any:
     left = xp.where(below & (idx < kk[:, None]), idx, -m).max(axis=1)
     right = xp.where(below & (idx > kk[:, None]), idx, 2 * m).min(axis=1)
     return xp.minimum(kk - left, right - kk) * 2
+
+
+def _pilot_fwhm_masked(xp: Any, S: Any, U: Any, W: Any) -> Any:
+    """:func:`_pilot_fwhm` of rows with missing points (``W`` 0): the crossings are searched
+    among the valid points and measured in x, in units of the row's median spacing, so that a
+    gap (missing points) next to the top does not pass for a narrow feature."""
+    k, m = S.shape
+    V = W > 0
+    Ur = xp.broadcast_to(U if U.ndim == 2 else U[None, :], (k, m))
+    Ss = _moving(xp, S, 5)
+    kk = xp.argmax(xp.where(V, Ss, -xp.inf), axis=1)
+    rows = xp.arange(k)
+    half = 0.5 * Ss[rows, kk]
+    idx = xp.arange(m)[None, :]
+    below = V & (Ss < half[:, None])
+    left = xp.where(below & (idx < kk[:, None]), idx, -1).max(axis=1)
+    right = xp.where(below & (idx > kk[:, None]), idx, m).min(axis=1)
+    u0 = Ur[rows, kk]
+    dl = xp.where(left >= 0, u0 - Ur[rows, xp.maximum(left, 0)], xp.inf)
+    dr = xp.where(right < m, Ur[rows, xp.minimum(right, m - 1)] - u0, xp.inf)
+    du = _row_median(xp, Ur[:, 1:] - Ur[:, :-1], V[:, 1:] & V[:, :-1])
+    du = xp.where(du > 0, du, xp.inf)
+    fw = 2.0 * xp.minimum(dl, dr) / du
+    return xp.where(xp.isfinite(fw), xp.floor(xp.minimum(fw, 2.0 * m)), 2 * m).astype(xp.int64)
 
 
 def _bin_edges(m: int, q: int) -> np.ndarray:
@@ -492,6 +567,7 @@ def auto_start(
     return_info: bool = False,
     coarse_iter: int = 12,
     chunk_size: int | None = None,
+    missing: bool | None = None,
 ) -> Any:
     """Robust start points for a batch of spectra (the ``start='auto'`` estimator).
 
@@ -527,6 +603,12 @@ def auto_start(
     chunk_size : int, optional
         Spectra per chunk, to bound memory; by default chosen from the problem size. Without
         ``n_trials`` the result does not depend on it.
+    missing : bool, optional
+        Whether some value of ``x`` or ``Y`` is not finite (a missing point), if the caller
+        knows; by default checked once for the whole call (a host synchronisation on a GPU).
+        With missing points every row is started in one pass, its missing points masked
+        (weight 0 in every step); a row whose valid points are contiguous gets the start
+        of those points alone to within the binning (edge baseline and noise exactly).
 
     Notes
     -----
@@ -588,6 +670,8 @@ def auto_start(
 
             budget = max(budget, work_elements())
         chunk_size = max(1, budget // per)
+    if missing is None:  # once for the call: every chunk takes the same path
+        missing = not bool(xp.isfinite(Y).all() & xp.isfinite(x).all())
     parts = []
     infos = []
     for s0 in range(0, k, int(chunk_size)):
@@ -595,7 +679,7 @@ def auto_start(
         xc = x if x.ndim == 1 else x[s0:s1]
         p, info = _estimate(
             model, xc, Y[s0:s1], spec, q_user, trials, int(seed) + s0, int(coarse_iter),
-            return_info,
+            return_info, bool(missing),
         )
         parts.append(p)
         infos.append(info)
@@ -646,18 +730,28 @@ class _Prep:
 
 def _prepare(
     model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None, force: Any = None,
+    missing: bool | None = None,
 ) -> _Prep:
     """Steps 1-2: validity, normalisation, baseline, polarity, user smoothing, noise.
     ``force`` (k,), +1 or -1, imposes the polarity of spectra whose baseline is fitted by
-    asymmetric least squares (the others keep theirs)."""
+    asymmetric least squares (the others keep theirs). ``missing``: whether some point of x
+    or Y is not finite (None: checked here, a host synchronisation on a GPU); with missing
+    points every step masks them (weights ``W``), all rows in one pass.
+
+    No host synchronisation when ``missing`` is given: the choices between the edge and the
+    asymmetric baseline and between the noise estimators are made row by row on the device
+    (on NumPy, the asymmetric fits run only where some row needs them)."""
     xp = get_xp(x, Y)
     k = Y.shape[0]
     n = model.n
     nb = len(model.baseline_names)
-    xfin = xp.isfinite(x)
-    finite = xp.isfinite(Y) & (xfin if x.ndim == 2 else xfin[None, :])
-    all_finite = bool(finite.all())
-    X = x if bool(xfin.all()) else xp.where(xfin, x, 0.0)
+    if missing is False:  # the caller knows: every value is finite
+        all_finite, finite, X = True, None, x
+    else:
+        xfin = xp.isfinite(x)
+        finite = xp.isfinite(Y) & (xfin if x.ndim == 2 else xfin[None, :])
+        all_finite = not missing if missing is not None else bool(finite.all())
+        X = xp.where(xfin, x, 0.0)  # the same values where x is finite: no check needed
     Xr = _rows(X, k)
     if all_finite:
         xmin, xmax = Xr[:, :1], Xr[:, -1:]
@@ -676,13 +770,14 @@ def _prepare(
         U = (X - x0[0, 0]) / sx[0, 0]
     else:
         U = (X - x0) / sx
-    Yf = xp.where(finite, Y, 0.0)
+    Yf = Y if all_finite else xp.where(finite, Y, 0.0)
     sy = xp.abs(Yf).max(axis=1, keepdims=True)
     sy = xp.where((sy > 0) & xp.isfinite(sy), sy, 1.0)
     Z = Yf / sy
     W = None if all_finite else finite.astype(Z.dtype)
+    V = None if all_finite else finite
     if nb:
-        q0 = baseline_start(model, U, Z)
+        q0 = baseline_start(model, U, Z, valid=V)
         q0 = xp.where(xp.isfinite(q0), q0, 0.0)
         S = Z - model.evaluate(U, xp.concatenate([xp.zeros((k, 3 * n)), q0], axis=1))
     else:
@@ -695,21 +790,21 @@ def _prepare(
         # the edge fit stays where it leaves no dip below the data (in the polarity of the
         # peaks) deeper than _BASELINE_DIP noise levels; elsewhere a peak lifted it, and the
         # baseline is fitted from below the (signed) peaks instead
-        noise = _noise(xp, U, Z)
+        noise = _noise(xp, U, Z, W)
         dip = (S * sign[:, None]).min(axis=1)
         lifted = dip < -_BASELINE_DIP * noise
         ambiguous = (dip < -_POLARITY_DIP * noise) & (
             -dip > _POLARITY_RATIO * (S * sign[:, None]).max(axis=1))
         if force is not None:
             lifted = xp.ones(k, dtype=bool)
-        if bool(lifted.any()):
+        if xp is not np or bool(lifted.any()):  # on a GPU: both fits, chosen per row
             # fitted from below the peaks and from above the dips: the polarity is the one
             # whose baseline touches the data (within _CONTACT noise levels) at more points
             # (the baseline between peaks, rather than the tops of dips)
             zq = xp.zeros((k, 3 * n))
             fits = []
             for sg in (1.0, -1.0):
-                qa = baseline_start(model, U, sg * Z, method=_BASELINE_METHOD)
+                qa = baseline_start(model, U, sg * Z, method=_BASELINE_METHOD, valid=V)
                 qa = xp.where(xp.isfinite(qa), qa, 0.0)
                 Sa = sg * Z - model.evaluate(U, xp.concatenate([zq, qa], axis=1))
                 if W is not None:
@@ -730,49 +825,66 @@ def _prepare(
         Z = _user_smooth(xp, x, Z, spec)
         S = _user_smooth(xp, x, S, spec)
     return _Prep(U=U, Z=Z, S=S, W=W, q0=q0, sign=sign, x0=x0, sx=sx, sy=sy,
-                 noise=_noise(xp, U, S), ambiguous=ambiguous)
+                 noise=_noise(xp, U, S, W), ambiguous=ambiguous)
 
 
-def _bin_factors(xp: Any, S: Any, q_user: int | None) -> np.ndarray:
-    """Per-spectrum bin size (host int array): ``q_user``, or about a tenth of the largest
-    feature's FWHM in samples, rounded down to 1, 2, 3, 4, 6, 8, 12, 16, ... (few groups)."""
+def _bin_factors(xp: Any, S: Any, q_user: int | None, W: Any = None, U: Any = None) -> Any:
+    """Per-spectrum bin size (int array on the device of S): ``q_user``, or about a tenth of the
+    largest feature's FWHM in samples, rounded down to 1, 2, 3, 4, 6, 8, 12, 16, ... (few
+    groups); at most a hundredth of the row's points (of its valid points ``W``), 1 below
+    ``2 * _MIN_BINS`` points. No host synchronisation: :func:`_estimate` reads the sizes."""
     k, m = S.shape
+    mr = m if W is None else (W > 0).sum(axis=1)
     if q_user is not None:
-        return np.full(k, max(1, min(q_user, m)), dtype=np.int64)
-    if m < 2 * _MIN_BINS:
-        return np.ones(k, dtype=np.int64)
-    q = np.asarray(to_numpy(_pilot_fwhm(xp, S))) // int(_BINS_PER_FWHM)
-    q = np.clip(q, 1, max(1, m // _MIN_BINS))
-    p2 = 2 ** np.floor(np.log2(q))
-    return np.where(q >= 1.5 * p2, 1.5 * p2, p2).astype(np.int64)
+        return xp.maximum(xp.minimum(xp.full(k, q_user, dtype=xp.int64), mr), 1)
+    if W is None and m < 2 * _MIN_BINS:
+        return xp.ones(k, dtype=xp.int64)
+    fw = _pilot_fwhm(xp, S) if W is None else _pilot_fwhm_masked(xp, S, U, W)
+    q = fw // int(_BINS_PER_FWHM)
+    q = xp.minimum(xp.maximum(q, 1), xp.maximum(mr // _MIN_BINS, 1))
+    if W is not None:
+        q = xp.where(mr < 2 * _MIN_BINS, 1, q)
+    p2 = 2.0 ** xp.floor(xp.log2(q.astype(xp.float64)))
+    return xp.where(q >= 1.5 * p2, 1.5 * p2, p2).astype(xp.int64)
 
 
 def _estimate(
     model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None, q_user: int | None,
-    trials: int, seed: int, iters: int, want_info: bool = False,
+    trials: int, seed: int, iters: int, want_info: bool = False, missing: bool | None = None,
 ) -> tuple[Any, AutoStartInfo | None]:
     """Steps 1-7 for a chunk of spectra; spectra with different bin sizes run as groups.
     Where the polarity came from an asymmetric baseline fit (step 2), both polarities are
-    solved and the start with the lower sum of squares on the raw data is kept."""
+    solved and the start with the lower sum of squares on the raw data is kept.
+
+    Steps 1-2 decide on the device; the host reads their outcome once (the bin size of every
+    spectrum and whether its polarity is in doubt, one transfer): the one host
+    synchronisation of steps 1-2 in a chunk (``missing`` given)."""
     xp = get_xp(x, Y)
     k = Y.shape[0]
-    prep = _prepare(model, x, Y, spec)
-    qs = _bin_factors(xp, prep.S, q_user)
-    if not _BOTH_POLARITIES or prep.ambiguous is None or not bool(prep.ambiguous.any()):
+    prep = _prepare(model, x, Y, spec, missing=missing)
+    qd = _bin_factors(xp, prep.S, q_user, prep.W, prep.U)
+    amb = prep.ambiguous if _BOTH_POLARITIES else None
+    if amb is not None:
+        qd = xp.concatenate([qd, amb.astype(qd.dtype)])
+    host = np.asarray(to_numpy(qd))  # the host's one read of steps 1-2
+    qs = host[:k]
+    if amb is None or not host[k:].any():
         return _estimate_prep(model, prep, qs, trials, seed, iters, want_info)
     # the other polarity of the doubtful spectra, as extra rows of the same pass (same bins)
-    rows_h = np.flatnonzero(to_numpy(prep.ambiguous))
+    rows_h = np.flatnonzero(host[k:])
     rows = xp.asarray(rows_h)
     xr = x if x.ndim == 1 else x[rows]
     Yr = Y[rows]
-    alt = _prepare(model, xr, Yr, spec, force=-prep.sign[rows])
+    masked = prep.W is not None
+    alt = _prepare(model, xr, Yr, spec, force=-prep.sign[rows], missing=masked)
     both = _concat(prep, alt)
     p2, info2 = _estimate_prep(model, both, np.concatenate([qs, qs[rows_h]]), trials, seed,
                                iters, want_info)
     p, pa = p2[:k], p2[k:]
     # each polarity's start refined on the raw data (the binned optimum can misrank them)
     r = rows_h.size
-    both_p, both_s = _raw_refine(model, xr, Yr, xp.concatenate([p[rows], pa], axis=0))
+    both_p, both_s = _raw_refine(model, xr, Yr, xp.concatenate([p[rows], pa], axis=0),
+                                 missing=masked)
     better = both_s[r:] < both_s[:r]
     p[rows] = xp.where(better[:, None], both_p[r:], both_p[:r])
     info = None
@@ -802,18 +914,22 @@ def _concat(a: _Prep, b: _Prep) -> _Prep:
     )
 
 
-def _raw_refine(model: GaussianModel, x: Any, Y: Any, p: Any) -> tuple[Any, Any]:
+def _raw_refine(model: GaussianModel, x: Any, Y: Any, p: Any,
+                missing: bool | None = None) -> tuple[Any, Any]:
     """Starts p (j*k, P), j per spectrum of Y (k, m), refined on the raw data in the
     original units (the caller's solver and tolerances, at most ``_RAW_ITER`` steps,
-    non-finite points ignored). Returns (p, sse)."""
+    non-finite points ignored: ``missing`` says whether there are any, None: checked).
+    Returns (p, sse)."""
     xp = get_xp(Y, p)
     j = p.shape[0] // Y.shape[0]
-    fin = xp.isfinite(Y) & (xp.isfinite(x) if x.ndim == 2 else xp.isfinite(x)[None, :])
+    xfin = xp.isfinite(x)
+    fin = xp.isfinite(Y) & (xfin if x.ndim == 2 else xfin[None, :])
+    if missing is None:
+        missing = not bool(fin.all())
     Yr = xp.tile(xp.where(fin, Y, 0.0), (j, 1))
-    xr = x if x.ndim == 1 else xp.tile(x, (j, 1))
-    w = None if bool(fin.all()) else xp.tile(fin.astype(Yr.dtype), (j, 1))
-    if x.ndim == 1 and not bool(xp.isfinite(x).all()):
-        xr = xp.where(xp.isfinite(x), x, 0.0)
+    xf = xp.where(xfin, x, 0.0)  # the same values where x is finite
+    xr = xf if x.ndim == 1 else xp.tile(xf, (j, 1))
+    w = xp.tile(fin.astype(Yr.dtype), (j, 1)) if missing else None
     res = levenberg_marquardt(NormalEquations(model, xr, Yr, w), p, model.default_lower(),
                               model.default_upper(), max_iter=_RAW_ITER,
                               max_fun_evals=2 * _RAW_ITER, lam0=LAM0)
