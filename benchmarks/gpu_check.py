@@ -68,13 +68,15 @@ COUNTS = {
     # per row beyond the data, as the stand-in counts it (every argument array whole)
     "lm_row_bytes_per_iter": 15.4e3,
     # auto start (k = 512, m = 1000, missing=False as the pipeline calls it): fused kernel and
-    # the device LM iteration, no compaction, one chunk from device memory; launches include
-    # the 186 RawKernel calls; syncs: 1 in steps 1-2 (the bin sizes and doubtful polarities
-    # in one read), the rest in the repair rounds and the solver (the probe's 2 excluded)
-    "start_launches_per_chunk": 4495,  # do not grow with the rows of a chunk
-    "start_syncs_per_chunk": 16,
+    # the device LM iteration, no compaction, one chunk from device memory; the cheap path for
+    # every spectrum, the full path for the gated-out ones; launches include the 260
+    # RawKernel calls; syncs: 1 in steps 1-2 (the bin sizes and doubtful polarities in one
+    # read), one for the gate's row selection per bin-size group, one per repair round (the
+    # probe's 2 excluded); before the gate: 4495 launches, 16 syncs, 1.55 MB
+    "start_launches_per_chunk": 5400,  # do not grow with the rows of a chunk
+    "start_syncs_per_chunk": 10,
     "start_elements_per_row": 14680,  # autostart's work-memory estimate per spectrum
-    "start_bytes_per_row": 1.55e6,  # device traffic of the auto start per spectrum
+    "start_bytes_per_row": 1.31e6,  # device traffic of the auto start per spectrum
     # LM iterations (mean over rows, and of the slowest row of 1000), measured on the CPU for
     # make_batch(1000, 1000, 4) in float32: after the auto start, and from the truth
     "iterations_auto": (2.05, 7),
@@ -89,7 +91,7 @@ RAGGED_FRACTION = 0.2
 #: pass (before: one start per pattern, k passes). It costs more than full rows because the
 #: data are harder: a gap through a peak leaves bins that straddle it, so most ragged rows
 #: fail the misfit test and all five repair rounds run (full rows: one round, 8 % of them).
-RAGGED_START = {"launches": 4.6, "syncs": 3.9, "device_bytes": 7.6}
+RAGGED_START = {"launches": 4.1, "syncs": 2.4, "device_bytes": 8.7}
 
 #: Seconds per CuPy launch as seen from Python (launch + argument handling), per host sync.
 T_LAUNCH = 8e-6

@@ -32,28 +32,33 @@ Algorithm (every step vectorised over spectra; NumPy or CuPy)
    averaged in bins (``downsample=`` sets the factor; ``smooth=`` smooths the data first).
    Spectra of a batch that need different bin sizes are processed as groups, so every spectrum
    gets the same start alone or in a batch.
-4. **Candidates** (two per spectrum, computed as rows of one batched pass): *peeling* of the
+4. **Candidates**, in two stages. *The cheap path* (every spectrum): *peeling* of the
    lightly smoothed data: the highest point of the residual gives a height and a centre
    (refined by a parabola); the width comes from the half-maximum crossing on the side nearer
    the top (the side less disturbed by a neighbour), ``c = hwhm / sqrt(ln 2)``; that Gaussian is
-   subtracted and the next peak peeled, ``n`` times. The second candidate subtracts Gaussians of
-   half that width (narrow, as MATLAB's estimator does), which leaves more of a blend of
-   overlapping peaks to the next steps. With a polynomial baseline, a third candidate comes
-   from greedy pursuit (:func:`_pursuit`): ``n`` times, the Gaussian of a grid (centres at the
-   bins, ``_PURSUIT_WIDTHS`` widths) that most lowers the sum of squares with the terms chosen
-   so far and the baseline, all linear coefficients re-fitted.
+   subtracted and the next peak peeled, ``n`` times. With a polynomial baseline, a second
+   candidate comes from greedy pursuit (:func:`_pursuit`): ``n`` times, the Gaussian of a grid
+   (centres at the bins, ``_PURSUIT_WIDTHS`` widths) that most lowers the sum of squares with
+   the terms chosen so far and the baseline, all linear coefficients re-fitted. These are
+   refined (step 5), and *the gate* applies the tests of step 6 to the best of them (the sum of
+   squares test at ``_GATE_SSE_SIGMAS``). Only the spectra it flags (standard batch: about
+   2 %) take *the full path*: another peeling candidate that subtracts Gaussians of half the
+   width (narrow, as MATLAB's estimator does, leaving more of a blend of overlapping peaks to
+   the next steps) and, without a baseline, pursuit (``_PURSUIT_GATED``), refined and compared
+   with the cheap candidates, then the repair of step 6. The gate's row selection is the cheap
+   path's only host synchronisation on a GPU.
 5. **Coarse refinement**: the shared solver (:func:`peakfit.solvers.lm.levenberg_marquardt`,
-   Marquardt damping from ``_LAM0``, loose tolerances) for all candidates of all spectra at once
-   on the binned data, baseline free, heights >= 0, centres near the data (with a baseline:
-   by variable projection, :mod:`peakfit.solvers.vp`, heights and baseline eliminated and
-   unbounded, ``_COARSE_VP``); each candidate stops
-   when a step gains less than 0.1 %, and candidates more than ``_KEEP`` times worse than their
-   spectrum's best are dropped after a few steps (through the solver's callback).
-6. **Repair** of spectra whose best candidate looks wrong: residuals correlated from bin to bin
-   (lag-1 autocorrelation above ``2/sqrt(M)``), a sum of squares above the noise level, the
-   other candidate nearly as good (within a factor 1.5) with different centres, a wasted
-   peak (height within three noise levels of zero, or width at its lower bound), or a weak,
-   narrow peak on the flank of a wide one (a close pair fitted by one term). Variants:
+   Marquardt damping from ``_LAM0``, loose tolerances) for the candidates of a stage, all
+   spectra at once, on the binned data, baseline free, heights >= 0, centres near the data
+   (with a baseline: by variable projection, :mod:`peakfit.solvers.vp`, heights and baseline
+   eliminated and unbounded, ``_COARSE_VP``); each candidate stops when a step gains less than
+   0.1 %, and candidates more than ``_KEEP`` times worse than their spectrum's best are dropped
+   after a few steps (through the solver's callback).
+6. **Repair** of the gated spectra whose best candidate looks wrong: residuals correlated from
+   bin to bin (lag-1 autocorrelation above ``2/sqrt(M)``), a sum of squares above the noise
+   level, another candidate nearly as good (within a factor 1.5) with different centres, a
+   wasted peak (height within three noise levels of zero, or width at its lower bound), or a
+   weak, narrow peak on the flank of a wide one (a close pair fitted by one term). Variants:
    each peak in turn moved to the largest residual feature; each peak in turn split in two (the
    second half taking the slot of the weakest, or of the nearest, other peak); all heights
    re-fitted by linear least squares. They are refined as in 5 together with the current best,
@@ -113,6 +118,19 @@ _REPAIR_ROUNDS = 5
 #: A further repair round also where the new best still has a wasted term (hard benchmark,
 #: 150 spectra: 91.3 -> 94.0 %).
 _REPAIR_DEGENERATE = True
+#: Gate of the cheap path (step 4): every spectrum gets one candidate (peeling) refined on the
+#: binned data; only those that fail the misfit, wasted-term or shoulder tests take the other
+#: candidates and the repair rounds. False: every spectrum takes the full path.
+_GATE = True
+#: The gate's sum-of-squares test, in standard deviations of chi^2 (``_SSE_SIGMAS`` is the
+#: full path's): the noise estimate's own error widens the spread of that statistic (standard
+#: batch: 1.3 instead of 1), so 2 sigmas sent 7.7 % of well-fitted spectra on, 3 sigmas 1.8 %.
+_GATE_SSE_SIGMAS = 3.0
+#: The pursuit candidate (with a polynomial baseline) on the cheap path rather than only on
+#: the gated-out spectra.
+_CHEAP_PURSUIT = True
+#: Baselines whose gated-out spectra also get the pursuit candidate (step 4).
+_PURSUIT_GATED = ("none",)
 #: Repair variants of step 6: "move" (each peak to the largest residual feature), "split"
 #: (each peak in two), "drop" and "merge" (birth/death moves, see :func:`_rebirths`).
 _VARIANTS = ("move", "split", "drop", "merge")
@@ -276,12 +294,16 @@ def _moving(xp: Any, Y: Any, width: int) -> Any:
     if w <= 1:
         return Y
     h = (w - 1) // 2
-    i = np.arange(m)
-    hh = np.minimum(h, np.minimum(i, m - 1 - i))
-    lo = xp.asarray(i - hh)
-    hi = xp.asarray(i + hh + 1)
     cs = xp.concatenate([xp.zeros((k, 1), dtype=Y.dtype), xp.cumsum(Y, axis=1)], axis=1)
-    return (cs[:, hi] - cs[:, lo]) / xp.asarray(2 * hh + 1, dtype=Y.dtype)
+    out = xp.empty(Y.shape, dtype=Y.dtype)
+    # the full windows by slices; the h shrinking windows at each end by indices (the same
+    # differences of the same cumulative sums, so the same values: 3x faster at k=2000)
+    out[:, h : m - h] = (cs[:, w:] - cs[:, : m + 1 - w]) / xp.asarray(w, dtype=Y.dtype)
+    i = np.arange(h)
+    wi = xp.asarray(2 * i + 1, dtype=Y.dtype)
+    out[:, :h] = cs[:, xp.asarray(2 * i + 1)] / wi
+    out[:, xp.asarray(m - 1 - i)] = (cs[:, m : m + 1] - cs[:, xp.asarray(m - 2 * i - 1)]) / wi
+    return out
 
 
 def _user_smooth(xp: Any, x: Any, Z: Any, spec: tuple[str, float]) -> Any:
@@ -985,40 +1007,108 @@ def _solve_group(
     span_u = _rows(Ub, k)[:, -1] - _rows(Ub, k)[:, 0]
     du = xp.broadcast_to(xp.where(span_u > 0, span_u / max(M - 1, 1), 2.0 / max(M, 1)), (k,))
 
-    # ---- 4. candidates: peeling with the measured widths and with narrowed widths, as two
-    # rows of one batched pass
+    # ---- 4-5. the cheap path, every spectrum: one candidate (peeling with the measured
+    # widths), refined on the binned data (no host synchronisation)
     floor = xp.maximum(noise_b, 1e-6)
     Ssm = _moving(xp, Sb, 3) if M >= 6 else Sb
-    two = xp.concatenate([Ssm, Ssm], axis=0)
-    U2 = Ub if Ub.ndim == 1 else xp.concatenate([Ub, Ub], axis=0)
-    wfac = xp.concatenate([xp.ones(k), xp.full(k, _NARROW)])
-    pa, pb, pc = _peel(
-        xp, two, U2, xp.concatenate([du, du]), n, xp.concatenate([floor, floor]), wfac
-    )
-    C = 2
-    cands = _pack(xp, pa, pb, pc * wfac[:, None], xp.concatenate([q0, q0], axis=0))
-    # rows (candidate, spectrum) -> (spectrum, candidate)
-    cands = cands.reshape(C, k, P).transpose(1, 0, 2).reshape(k, C, P)
-    if model.baseline in _PURSUIT_BASELINES and Ub.ndim == 1:
-        # a third candidate, chosen together with the baseline (greedy pursuit)
-        extra = _pursuit(xp, model, Ub, Zb, sw, du)
-        cands = xp.concatenate([cands, extra[:, None, :]], axis=1)
-        C = 3
-
-    # ---- 5. coarse refinement of all candidates at once
     lo, hi = _box(xp, model, du)
-    p_all = cands.reshape(k * C, P)
-    p_all, s_all = _refine(model, Ub, Zb, sw, p_all, lo, hi, iters, C)
-    best, sse = _pick(xp, p_all.reshape(k, C, P), s_all.reshape(k, C))
+    narrow = None
+    if xp is np:
+        pa, pb, pc = _peel(xp, Ssm, Ub, du, n, floor, xp.ones(k))
+    else:  # on a GPU: the full path's narrow peeling too, as rows of the same pass (the same
+        # numbers, row by row; half the launches of two passes)
+        wfac = xp.concatenate([xp.ones(k), xp.full(k, _NARROW)])
+        pa, pb, pc = _peel(xp, xp.concatenate([Ssm, Ssm], axis=0),
+                           Ub if Ub.ndim == 1 else xp.concatenate([Ub, Ub], axis=0),
+                           xp.concatenate([du, du]), n, xp.concatenate([floor, floor]), wfac)
+        narrow = _pack(xp, pa[k:], pb[k:], pc[k:] * _NARROW, q0)
+        pa, pb, pc = pa[:k], pb[:k], pc[:k]
+    cands = [_pack(xp, pa, pb, pc, q0)[:, None, :]]
+    pursuit = model.baseline in _PURSUIT_BASELINES and Ub.ndim == 1
+    if pursuit and _CHEAP_PURSUIT:
+        # a second candidate, chosen together with the baseline (greedy pursuit)
+        cands.append(_pursuit(xp, model, Ub, Zb, sw, du)[:, None, :])
+    C = len(cands)
+    p_all, s_all = _refine(model, Ub, Zb, sw, xp.concatenate(cands, axis=1).reshape(k * C, P),
+                           lo, hi, iters, C)
+    p_all, s_all = p_all.reshape(k, C, P), s_all.reshape(k, C)
+    best, sse = _pick(xp, p_all, s_all)
+
+    # ---- the gate: spectra whose cheap start looks wrong take the full path (steps 4-6)
+    gate = (
+        _misfit(xp, model, Ub, Zb, sw, best, sse, noise_b, _GATE_SSE_SIGMAS)
+        | _degenerate(xp, model, best, lo, noise_b)
+        | _shoulder(xp, model, best)
+    )
+    if C > 1:
+        gate = gate | _ambiguous(xp, model, p_all, s_all, best, sse)
+    if not _GATE:
+        gate = xp.ones(k, dtype=bool)
+    rows = xp.flatnonzero(gate)  # the one host synchronisation of the path
+    if int(rows.size):
+        Ub_r = Ub if Ub.ndim == 1 else Ub[rows]
+        sw_r = None if sw is None else sw[rows]
+        best[rows], sse[rows] = _full_path(
+            model, Ub_r, Zb[rows], Ssm[rows], sw_r, du[rows], floor[rows], q0[rows], lo[rows],
+            hi[rows], noise_b[rows], p_all[rows], s_all[rows], iters,
+            None if narrow is None else narrow[rows],
+            Ub.ndim == 1 and (model.baseline in _PURSUIT_GATED
+                              or (pursuit and not _CHEAP_PURSUIT)),
+        )
+
+    # ---- 7. random trials, refined fully on the raw data
+    if trials > 0:
+        best, sse = _trials(model, xp, U, Z, W, Ub, Zb, sw, best, du, lo, hi, iters, trials,
+                            seed)
+
+    info = None
+    if want_info:
+        info = AutoStartInfo(sse=sse, noise=prep.noise, downsample=np.full(k, q),
+                             n_supported=_supported(xp, model, Ub, Zb, sw, best, noise_b))
+    # ---- back to the original units and sign
+    best[:, 0 : 3 * n : 3] *= prep.sign[:, None]
+    best[:, 3 * n :] = best[:, 3 * n :] * _baseline_sign(model, prep.sign)
+    p = model.unscale(best, prep.x0, prep.sx, prep.sy)
+    p = xp.where(xp.isfinite(p), p, 0.0)
+    return model.sort_peaks(p)[0], info
+
+
+def _full_path(
+    model: GaussianModel, Ub: Any, Zb: Any, Ssm: Any, sw: Any, du: Any, floor: Any, q0: Any,
+    lo: Any, hi: Any, noise_b: Any, p_cheap: Any, s_cheap: Any, iters: int, narrow: Any,
+    pursuit: bool,
+) -> tuple[Any, Any]:
+    """Steps 4-6 for the spectra that the gate sent on (binned data of those rows only):
+    the other candidates (narrow peeling; pursuit with a polynomial baseline) refined and
+    compared with the cheap path's candidates ``p_cheap`` (k, C0, P) and ``s_cheap`` (k, C0),
+    then the repair rounds, each on the rows still to repair, stopping when none is left."""
+    xp = get_xp(Zb)
+    k = Zb.shape[0]
+    n = model.n
+    P = model.n_params
+    if narrow is None:  # the narrow peeling (unless the cheap path made it)
+        pa, pb, pc = _peel(xp, Ssm, Ub, du, n, floor, xp.full(k, _NARROW))
+        narrow = _pack(xp, pa, pb, pc * _NARROW, q0)
+    cands = [narrow[:, None, :]]
+    if pursuit:  # greedy pursuit with the baseline, where the cheap path has not run it
+        cands.append(_pursuit(xp, model, Ub, Zb, sw, du)[:, None, :])
+    C = len(cands)
+    pc_, sc_ = _refine(model, Ub, Zb, sw, xp.concatenate(cands, axis=1).reshape(k * C, P),
+                       lo, hi, iters, C)
+    p_all = xp.concatenate([p_cheap, pc_.reshape(k, C, P)], axis=1)
+    s_all = xp.concatenate([s_cheap, sc_.reshape(k, C)], axis=1)
+    best, sse = _pick(xp, p_all, s_all)
 
     # ---- 6. repair where the residual shows structure or exceeds the noise
     todo = (
         _misfit(xp, model, Ub, Zb, sw, best, sse, noise_b)
-        | _ambiguous(xp, model, p_all.reshape(k, C, P), s_all.reshape(k, C), best, sse)
+        | _ambiguous(xp, model, p_all, s_all, best, sse)
         | _degenerate(xp, model, best, lo, noise_b)
         | _shoulder(xp, model, best)
     )
     for _ in range(_REPAIR_ROUNDS):
+        # compact to the rows still to repair (one host synchronisation a round on a GPU:
+        # cheaper there than masked rounds over every row, see _MASKED_ROUNDS)
         rows = xp.flatnonzero(todo)
         if int(rows.size) == 0:
             break
@@ -1039,22 +1129,7 @@ def _solve_group(
             | (_degenerate(xp, model, nb_best, lo[rows], noise_b[rows]) & _REPAIR_DEGENERATE))
         todo = xp.zeros(k, dtype=bool)
         todo[rows] = again
-
-    # ---- 7. random trials, refined fully on the raw data
-    if trials > 0:
-        best, sse = _trials(model, xp, U, Z, W, Ub, Zb, sw, best, du, lo, hi, iters, trials,
-                            seed)
-
-    info = None
-    if want_info:
-        info = AutoStartInfo(sse=sse, noise=prep.noise, downsample=np.full(k, q),
-                             n_supported=_supported(xp, model, Ub, Zb, sw, best, noise_b))
-    # ---- back to the original units and sign
-    best[:, 0 : 3 * n : 3] *= prep.sign[:, None]
-    best[:, 3 * n :] = best[:, 3 * n :] * _baseline_sign(model, prep.sign)
-    p = model.unscale(best, prep.x0, prep.sx, prep.sy)
-    p = xp.where(xp.isfinite(p), p, 0.0)
-    return model.sort_peaks(p)[0], info
+    return best, sse
 
 
 def _baseline_sign(model: GaussianModel, sign: Any) -> Any:
@@ -1124,10 +1199,10 @@ def _refine(
         ev, p0=p,
         lower=lor, upper=hir,
         tol_fun=_COARSE_TOL, tol_x=_COARSE_TOL_X, max_iter=iters, max_fun_evals=iters + 1,
-        algorithm="Levenberg-Marquardt", lam0=_LAM0, callback=prune,
-        # few rows: mask finished rows instead of compacting every step (same results)
-        # (and on a GPU, where compacting is a host synchronisation)
-        check_every=max(iters, 1) if p.shape[0] <= _FEW_ROWS or xp is not np else 1,
+        algorithm="Levenberg-Marquardt", lam0=_LAM0, callback=prune if C > 1 else None,
+        # few rows: mask finished rows instead of compacting every step (same results);
+        # on a GPU, never compact (a compaction is a host synchronisation)
+        check_every=iters + 1 if p.shape[0] <= _FEW_ROWS or xp is not np else 1,
     )
     return res.p, res.sse
 
@@ -1245,10 +1320,12 @@ def _shoulder(xp: Any, model: GaussianModel, p: Any) -> Any:
 
 
 def _misfit(
-    xp: Any, model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, sse: Any, noise: Any
+    xp: Any, model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, sse: Any, noise: Any,
+    sigmas: float = _SSE_SIGMAS,
 ) -> Any:
     """Spectra whose fit leaves structure: lag-1 autocorrelation of the residuals above
-    ``_RHO_LIMIT / sqrt(M)`` or a sum of squares above the noise level."""
+    ``_RHO_LIMIT / sqrt(M)`` or a sum of squares above the noise level (by more than
+    ``sigmas`` standard deviations of chi^2)."""
     r = Z - model.evaluate(U, p)
     if sw is not None:
         r = r * sw
@@ -1256,7 +1333,7 @@ def _misfit(
     ss = (r * r).sum(axis=1)
     rho = (r[:, 1:] * r[:, :-1]).sum(axis=1) / xp.maximum(ss, 1e-300)
     dof = max(M - model.n_params, 1)
-    limit = dof * noise * noise * (1.0 + _SSE_SIGMAS * math.sqrt(2.0 / dof))
+    limit = dof * noise * noise * (1.0 + sigmas * math.sqrt(2.0 / dof))
     return (rho > _RHO_LIMIT / math.sqrt(M)) | (sse > limit)
 
 

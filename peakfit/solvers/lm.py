@@ -196,7 +196,8 @@ def levenberg_marquardt(
         longer needs; :mod:`peakfit.autostart` drops losing start candidates this way).
     check_every : int
         Compact the set of unfinished rows (one host synchronisation on a GPU) every this many
-        iterations; rows finishing in between are masked. Results do not depend on it.
+        iterations; rows finishing in between are masked. Results do not depend on it. On a
+        GPU, more than ``max_iter`` never compacts: no host synchronisation at all.
 
     Returns
     -------
@@ -261,9 +262,12 @@ def levenberg_marquardt(
         lo, hi = xp.ascontiguousarray(lo), xp.ascontiguousarray(hi)
         p, A, g = (xp.ascontiguousarray(a) for a in (p, A, g))
         between = 1 if on_host else check_every
+        # on a GPU with check_every > max_iter: every row, masked, max_iter times (no host
+        # synchronisation at all; finished rows cost their share of the work)
+        masked = not on_host and check_every > max_iter
         while True:
-            idx = xp.flatnonzero(active)
-            if idx.size == 0:
+            idx = all_idx if masked else xp.flatnonzero(active)
+            if not masked and idx.size == 0:
                 break
             for _ in range(max(1, min(between, max_iter - iteration))):
                 iteration += 1
@@ -273,6 +277,8 @@ def levenberg_marquardt(
                     stop = callback(iteration, idx, sse[idx], lam[idx])
                     if stop is not None:  # the caller ends these rows (exitflag 0)
                         active[idx] = active[idx] & ~xp.asarray(stop, dtype=bool)  # no sync
+            if masked:
+                break
     while step is None:
         idx = xp.flatnonzero(active)
         if idx.size == 0:
