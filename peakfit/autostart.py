@@ -156,8 +156,8 @@ _LAM0 = 1e-2
 #: :func:`peakfit.solvers.lm.levenberg_marquardt`): the start is the optimum of the binned data,
 #: close to the raw one, so the final fit starts with nearly Gauss-Newton steps.
 LAM0 = 1e-3
-#: Up to this many rows, the coarse solver masks finished rows rather than compacting, and
-#: up to half as many it evaluates without the fused path (less fixed cost for small arrays).
+#: Up to this many rows, the coarse solver masks finished rows rather than compacting (less
+#: fixed cost for small arrays).
 _FEW_ROWS = 64
 #: Another candidate within this factor of the best SSE, elsewhere, makes a spectrum ambiguous.
 _AMBIGUOUS = 1.5
