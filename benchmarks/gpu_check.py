@@ -63,20 +63,21 @@ COUNTS = {
     # LM iteration on the device (peakfit.gpu.lm_kernel, k = 512): the step and accept
     # kernels, 7 CuPy operations (the evaluator's gathers and outputs, and the compaction
     # every check_every = 4 iterations); the fused evaluation is t_kernel
-    "lm_launches_per_iter": 9,
+    "lm_launches_per_iter": 7,
     "lm_syncs_per_iter": 0.25,
     # per row beyond the data, as the stand-in counts it (every argument array whole)
-    "lm_row_bytes_per_iter": 15.4e3,
+    "lm_row_bytes_per_iter": 15.2e3,
     # auto start (k = 512, m = 1000, missing=False as the pipeline calls it): fused kernel and
     # the device LM iteration, no compaction, one chunk from device memory; the cheap path for
     # every spectrum, the full path for the gated-out ones; launches include the 260
     # RawKernel calls; syncs: 1 in steps 1-2 (the bin sizes and doubtful polarities in one
     # read), one for the gate's row selection per bin-size group, one per repair round (the
     # probe's 2 excluded); before the gate: 4495 launches, 16 syncs, 1.55 MB
-    "start_launches_per_chunk": 5400,  # do not grow with the rows of a chunk
+    # (views, i.e. basic indexing and reshapes, are no launch: CuPy makes them without a
+    # kernel; 5400 launches and 1.31 MB when the stand-in counted them, before the cuts)
+    "start_launches_per_chunk": 4400,  # do not grow with the rows of a chunk
     "start_syncs_per_chunk": 10,
-    "start_elements_per_row": 14680,  # autostart's work-memory estimate per spectrum
-    "start_bytes_per_row": 1.31e6,  # device traffic of the auto start per spectrum
+    "start_bytes_per_row": 1.03e6,  # device traffic of the auto start per spectrum
     # LM iterations (mean over rows, and of the slowest row of 1000), measured on the CPU for
     # make_batch(1000, 1000, 4) in float32: after the auto start, and from the truth
     "iterations_auto": (2.05, 7),
@@ -91,7 +92,7 @@ RAGGED_FRACTION = 0.2
 #: pass (before: one start per pattern, k passes). It costs more than full rows because the
 #: data are harder: a gap through a peak leaves bins that straddle it, so most ragged rows
 #: fail the misfit test and all five repair rounds run (full rows: one round, 8 % of them).
-RAGGED_START = {"launches": 4.1, "syncs": 2.4, "device_bytes": 8.7}
+RAGGED_START = {"launches": 4.1, "syncs": 2.4, "device_bytes": 9.3}
 
 #: Seconds per CuPy launch as seen from Python (launch + argument handling), per host sync.
 T_LAUNCH = 8e-6
@@ -154,8 +155,14 @@ def predict(dev: str, dtype: str, source: str, start: str, k: int, m: int = 1000
     # slowest row
     per_fit = mean_it * (t_kernel + t_rows) + max_it * t_iter_fixed / chunk
     if start == "auto":
-        # chunks from a quarter of the device memory the solver's chunk leaves free
-        sc = min(chunk, int(0.25 * 40e9 / 8 // c["start_elements_per_row"]))
+        # the start runs before the solver allocates anything: its chunks come from a quarter
+        # of the memory the chunk's data leave free (peakfit.gpu.work_elements; the data as
+        # sent and the validation's masks and statistics, ~48 bytes a point), at the start's
+        # work memory per spectrum (peakfit.autostart._elements_per_row)
+        from peakfit.autostart import _elements_per_row
+
+        free = 80e9 - chunk * m * (8 + 40)
+        sc = min(chunk, int(0.25 * free / 8 // _elements_per_row(GaussianModel(n), m)))
         f = RAGGED_START if ragged else {"launches": 1.0, "syncs": 1.0, "device_bytes": 1.0}
         per_fit += (c["start_launches_per_chunk"] * f["launches"] * T_LAUNCH
                     + c["start_syncs_per_chunk"] * f["syncs"] * T_SYNC) / sc
@@ -290,6 +297,7 @@ def stream_record(cp: Any, total: int, chunk: int, dtype: str, dev: str) -> dict
 # ----------------------------------------------------------------------- no GPU
 def stand_in_counts() -> list[dict[str, Any]]:
     """The counts of the model's inputs, measured on the CuPy stand-in (no GPU needed)."""
+    import numpy as np
     import pytest
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -320,13 +328,25 @@ def stand_in_counts() -> list[dict[str, Any]]:
         per["row_bytes_beyond_data"] = (per["device_bytes"] - 512 * 1000 * 8) / 512
         out.append({"check": "counts", "what": "LM iteration", "k": 512, "m": 1000, "n": 4,
                     **per})
+        # the 512 spectra, then each of them twice (1024 rows, the same groups and gated
+        # share): the difference is what a spectrum costs, the rest what a chunk costs
+        # whatever its rows (launches, syncs, the pursuit's atoms)
+        C.reset()
+        auto_start(model, cp.asarray(x), cp.asarray(np.tile(Y, (2, 1))), missing=False)
+        twice = C.snapshot()
         C.reset()
         auto_start(model, cp.asarray(x), cp.asarray(Y), missing=False)  # as the pipeline calls
         s = C.snapshot()
+        row = (twice["device_bytes"] - s["device_bytes"]) / 512
         out.append({"check": "counts", "what": "auto start", "k": 512, "m": 1000, "n": 4,
                     **s, "per_spectrum_launches": s["launches"] / 512,
                     "bytes_per_spectrum": s["device_bytes"] / 512,
-                    "syncs_steps_1_2": _steps_1_2_syncs(C.sites)})
+                    "bytes_per_spectrum_beyond_the_chunks": row,
+                    "bytes_per_chunk": s["device_bytes"] - 512 * row,
+                    "launches_1024_rows": twice["launches"] + twice["raw_launches"],
+                    "syncs_steps_1_2": _steps_1_2_syncs(C.sites),
+                    # where they go: function -> [launches, RawKernel calls, bytes]
+                    "top_functions": dict(list(C.by_function().items())[:10])})
         # the start of the pipeline (peakfit.pipeline.start_points) on full and on ragged rows
         # (NaN runs, a different pattern in every row): one pass either way
         import peakfit.pipeline as pl

@@ -294,15 +294,19 @@ def _moving(xp: Any, Y: Any, width: int) -> Any:
     if w <= 1:
         return Y
     h = (w - 1) // 2
-    cs = xp.concatenate([xp.zeros((k, 1), dtype=Y.dtype), xp.cumsum(Y, axis=1)], axis=1)
+    cs = xp.cumsum(Y, axis=1)  # cs[:, j] = Y[:, :j + 1].sum(axis=1)
     out = xp.empty(Y.shape, dtype=Y.dtype)
     # the full windows by slices; the h shrinking windows at each end by indices (the same
-    # differences of the same cumulative sums, so the same values: 3x faster at k=2000)
-    out[:, h : m - h] = (cs[:, w:] - cs[:, : m + 1 - w]) / xp.asarray(w, dtype=Y.dtype)
+    # differences of the same cumulative sums, so the same values: 3x faster at k=2000);
+    # written in place (on a GPU: no temporaries at full resolution)
+    mid = out[:, h : m - h]  # a view: in-place operations write to out (no copy back)
+    mid[:, 0] = cs[:, w - 1]
+    xp.subtract(cs[:, w:], cs[:, : m - w], out=mid[:, 1:])
+    mid /= xp.asarray(w, dtype=Y.dtype)
     i = np.arange(h)
     wi = xp.asarray(2 * i + 1, dtype=Y.dtype)
-    out[:, :h] = cs[:, xp.asarray(2 * i + 1)] / wi
-    out[:, xp.asarray(m - 1 - i)] = (cs[:, m : m + 1] - cs[:, xp.asarray(m - 2 * i - 1)]) / wi
+    out[:, :h] = cs[:, xp.asarray(2 * i)] / wi
+    out[:, xp.asarray(m - 1 - i)] = (cs[:, m - 1 : m] - cs[:, xp.asarray(m - 2 * i - 2)]) / wi
     return out
 
 
@@ -428,7 +432,7 @@ def _pilot_fwhm(xp: Any, S: Any) -> Any:
     Ss = _moving(xp, S, 5)
     kk = xp.argmax(Ss, axis=1)
     half = 0.5 * Ss[xp.arange(k), kk]
-    idx = xp.arange(m)[None, :]
+    idx = xp.arange(m, dtype=np.int32)[None, :]  # int32: half the bytes of the where/max
     below = Ss < half[:, None]
     left = xp.where(below & (idx < kk[:, None]), idx, -m).max(axis=1)
     right = xp.where(below & (idx > kk[:, None]), idx, 2 * m).min(axis=1)
@@ -446,7 +450,7 @@ def _pilot_fwhm_masked(xp: Any, S: Any, U: Any, W: Any) -> Any:
     kk = xp.argmax(xp.where(V, Ss, -xp.inf), axis=1)
     rows = xp.arange(k)
     half = 0.5 * Ss[rows, kk]
-    idx = xp.arange(m)[None, :]
+    idx = xp.arange(m, dtype=np.int32)[None, :]  # int32: half the bytes of the where/max
     below = V & (Ss < half[:, None])
     left = xp.where(below & (idx < kk[:, None]), idx, -1).max(axis=1)
     right = xp.where(below & (idx > kk[:, None]), idx, m).min(axis=1)
@@ -466,9 +470,11 @@ def _bin_edges(m: int, q: int) -> np.ndarray:
 
 def _bin_rows(xp: Any, A: Any, edges: Any) -> Any:
     """Sums of A (k, m) over the bins [edges[j], edges[j+1])."""
-    k = A.shape[0]
-    cs = xp.concatenate([xp.zeros((k, 1), dtype=A.dtype), xp.cumsum(A, axis=1)], axis=1)
-    return cs[:, edges[1:]] - cs[:, edges[:-1]]
+    cs = xp.cumsum(A, axis=1)  # cs[:, j] = A[:, :j + 1].sum(axis=1); the first bin starts at 0
+    out = cs[:, edges[1:] - 1]
+    rest = out[:, 1:]  # a view: subtracted in place
+    rest -= cs[:, edges[1:-1] - 1]
+    return out
 
 
 def _rows(X: Any, k: int) -> Any:
@@ -478,6 +484,20 @@ def _rows(X: Any, k: int) -> Any:
 def _gauss_sum(xp: Any, U: Any, a: Any, b: Any, c: Any) -> Any:
     """sum_i a_i exp(-((u-b_i)/c_i)^2) for a, b, c of shape (k, j) and U (M,) or (k, M)."""
     return term_values(U, a, b, c).sum(axis=1)
+
+
+_ONE_PEAK = GaussianModel(1)
+
+
+def _residual(xp: Any, model: GaussianModel, U: Any, Z: Any, p: Any) -> Any:
+    """``Z - model(U, p)`` (k, M); on a GPU by the generated residual kernel
+    (:func:`peakfit.gpu.kernels.residual`: one read of Z and one write) instead of a CuPy
+    operation for every step of every term."""
+    if xp is np:
+        return Z - model.evaluate(U, p)
+    from .gpu.kernels import residual
+
+    return residual(model, U, Z, p)
 
 
 def _take(xp: Any, A: Any, idx: Any) -> Any:
@@ -507,7 +527,7 @@ def _feature(xp: Any, R: Any, U: Any, du: Any) -> tuple[Any, Any, Any]:
     u0 = _take(xp, U, kk)
     b = u0 + xp.where(d >= 0, d * (_take(xp, U, kp) - u0), d * (u0 - _take(xp, U, km)))
     half = 0.5 * a
-    idx = xp.arange(M)[None, :]
+    idx = xp.arange(M, dtype=np.int32)[None, :]  # int32: half the bytes of the where/max
     below = R < half[:, None]
     kc = kk[:, None]
     left = xp.where(below & (idx < kc), idx, -M).max(axis=1)
@@ -661,9 +681,7 @@ def auto_start(
         info0 = AutoStartInfo(out[:, 0], out[:, 0], out[:, 0].astype(int), np.zeros(0, int))
         return (out, info0) if return_info else out
     if chunk_size is None:
-        # measured: ~6000 float64 elements per spectrum for 4 peaks, 1000 points (tracemalloc);
-        # the candidates' binned copies and normal equations dominate, plus a few (m,) rows
-        per = (2 * model.n + 2 + trials) * (P * P + P + max(min(m, 512), 1)) + 8 * m
+        per = _elements_per_row(model, m, trials, x.ndim == 1)
         budget = _CHUNK_ELEMENTS
         if xp is not np:  # on a GPU: chunks sized from its free memory (few, large chunks)
             from .gpu import work_elements
@@ -699,6 +717,30 @@ def auto_start(
     )
 
 
+def _elements_per_row(model: GaussianModel, m: int, trials: int = 0,
+                      shared_x: bool = True) -> int:
+    """Peak work memory of the start per spectrum of a chunk, in float64 elements.
+
+    Measured (tracemalloc, the GPU path on the CuPy stand-in, m = 1000, n = 4, 256 rows;
+    ``tests/test_cupy_standin.py::test_the_starts_memory_per_row_stays_within_its_estimate``):
+    about 6 m for the full-resolution arrays of steps 1-3, the candidates' normal equations,
+    and, where greedy pursuit can run (a polynomial baseline, or the gated rows without one:
+    every row in the worst case), its atom projections, about ``_PURSUIT_WIDTHS`` x the bins
+    x max(n + 3 deg + 2, 1) (bins: a quarter of the points, features of 32 samples or more).
+
+    Examples
+    --------
+    >>> _elements_per_row(GaussianModel(4), 1000)
+    13560
+    """
+    n, P = model.n, model.n_params
+    per = 6 * m + (2 * n + 2 + trials) * (P * P + P)
+    deg = _POLY_DEGREE.get(model.baseline, -1)
+    if shared_x and (model.baseline in _PURSUIT_BASELINES or model.baseline in _PURSUIT_GATED):
+        per += _PURSUIT_WIDTHS * max(1, m // 4) * max(n + 3 * deg + 2, 1)
+    return per
+
+
 @dataclass
 class _Prep:
     """Normalised data of a set of spectra (step 1-2), rows selectable with :meth:`take`."""
@@ -720,8 +762,10 @@ class _Prep:
             return a if (a is None or shared) else a[rows]
 
         shared = self.U.ndim == 1
+        Z = self.Z[rows]
         return _Prep(
-            U=t(self.U, shared), Z=self.Z[rows], S=self.S[rows], W=t(self.W, False),
+            U=t(self.U, shared), Z=Z, S=Z if self.S is self.Z else self.S[rows],
+            W=t(self.W, False),
             q0=self.q0[rows], sign=self.sign[rows], x0=t(self.x0, self.x0.shape[0] == 1),
             sx=t(self.sx, self.sx.shape[0] == 1), sy=self.sy[rows], noise=self.noise[rows],
             ambiguous=t(self.ambiguous, False),
@@ -771,7 +815,9 @@ def _prepare(
     else:
         U = (X - x0) / sx
     Yf = Y if all_finite else xp.where(finite, Y, 0.0)
-    sy = xp.abs(Yf).max(axis=1, keepdims=True)
+    # max|y| as max(max y, -min y): the same number, without an |Y| temporary
+    ymax, ymin = Yf.max(axis=1, keepdims=True), Yf.min(axis=1, keepdims=True)
+    sy = xp.maximum(ymax, -ymin)
     sy = xp.where((sy > 0) & xp.isfinite(sy), sy, 1.0)
     Z = Yf / sy
     W = None if all_finite else finite.astype(Z.dtype)
@@ -785,7 +831,10 @@ def _prepare(
         S = Z
     if W is not None:
         S = S * W
-    sign = xp.where(S.max(axis=1) >= -S.min(axis=1), 1.0, -1.0)
+    if S is Z:  # max and min of Y / sy are those of Y over sy (a positive divisor): no pass
+        sign = xp.where((ymax / sy)[:, 0] >= -(ymin / sy)[:, 0], 1.0, -1.0)
+    else:
+        sign = xp.where(S.max(axis=1) >= -S.min(axis=1), 1.0, -1.0)
     if nb and _BASELINE_METHOD != "edges" and model.baseline != "exponential":
         # the edge fit stays where it leaves no dip below the data (in the polarity of the
         # peaks) deeper than _BASELINE_DIP noise levels; elsewhere a peak lifted it, and the
@@ -818,8 +867,9 @@ def _prepare(
             S = xp.where(lifted[:, None], xp.where(pos[:, None], fits[0][1], fits[1][1]), S)
     else:
         ambiguous = None
+    same = S is Z  # no baseline, no missing points: one product serves both
     Z = Z * sign[:, None]
-    S = S * sign[:, None]
+    S = Z if same else S * sign[:, None]
     q0 = q0 * _baseline_sign(model, sign)
     if spec is not None:
         Z = _user_smooth(xp, x, Z, spec)
@@ -1326,7 +1376,7 @@ def _misfit(
     """Spectra whose fit leaves structure: lag-1 autocorrelation of the residuals above
     ``_RHO_LIMIT / sqrt(M)`` or a sum of squares above the noise level (by more than
     ``sigmas`` standard deviations of chi^2)."""
-    r = Z - model.evaluate(U, p)
+    r = _residual(xp, model, U, Z, p)
     if sw is not None:
         r = r * sw
     M = r.shape[1]
@@ -1343,7 +1393,7 @@ def _peel(
     """Greedy peeling of n peaks off R (k, M), widths from the half-maximum crossing; the
     Gaussian subtracted has its width multiplied by ``wfac`` (k,)."""
     k = R.shape[0]
-    R = R.copy()
+    R = R.copy() if xp is np else R  # on a GPU each step makes a new R
     A = xp.zeros((k, n))
     B = xp.zeros((k, n))
     Cw = xp.zeros((k, n))
@@ -1351,7 +1401,10 @@ def _peel(
         a, b, c = _feature(xp, R, U, du)
         a = xp.maximum(a, floor)
         A[:, j], B[:, j], Cw[:, j] = a, b, c
-        R = R - _gauss_sum(xp, U, a[:, None], b[:, None], (c * wfac)[:, None])
+        if xp is np:  # one term: its values are the sum (no pass to sum it); R is ours
+            R -= term_values(U, a[:, None], b[:, None], (c * wfac)[:, None])[:, 0]
+        else:  # on a GPU: one generated kernel instead of a CuPy operation a step
+            R = _residual(xp, _ONE_PEAK, U, R, xp.stack([a, b, c * wfac], axis=1))
     return A, B, Cw
 
 

@@ -112,6 +112,38 @@ def test_standin_is_strict_like_cupy(standin):
     assert not np.isfinite(cp.linalg.solve(M, cp.ones((2, 2))).get()).any()  # no exception
 
 
+def test_standin_counts_kernels_not_views_and_records_where_they_run(standin):
+    """CuPy makes views (basic indexing, reshape, transpose, broadcast_to) without a kernel;
+    an ``out=`` array is written, not read; an in-place operation reads both operands. Every
+    launch and byte is recorded at the peakfit line that caused it (``op_sites``)."""
+    cp = standin
+    a = cp.asarray(np.arange(12.0).reshape(3, 4))
+    b = cp.asarray(np.ones((3, 4)))
+    COUNTS.reset()
+    v = a[:, 1:]
+    v = v.reshape(3, 3).T
+    _ = a[0, 0], cp.broadcast_to(a[None], (2, 3, 4)), a[..., None]
+    assert COUNTS.launches == 0 and COUNTS.device_bytes == 0 and COUNTS.views == 6
+    assert v.get().tolist() == np.arange(12.0).reshape(3, 4)[:, 1:].T.tolist()
+    COUNTS.reset()
+    _ = a[cp.asarray([0, 2])]  # advanced indexing: a gather kernel (reads and writes 64 B)
+    assert COUNTS.launches == 1 and COUNTS.device_bytes == 2 * 2 * 4 * 8
+    COUNTS.reset()
+    cp.add(a, b, out=b)  # reads a and b (96 B each), writes b (96 B)
+    assert COUNTS.launches == 1 and COUNTS.device_bytes == 3 * 96
+    b += a  # the same traffic in place
+    assert COUNTS.launches == 2 and COUNTS.device_bytes == 6 * 96
+    assert b.get().tolist() == (1.0 + 2.0 * np.arange(12.0).reshape(3, 4)).tolist()
+    # by site: the stand-in's own calls here have no peakfit frame ('?'); peakfit's have one
+    from peakfit.autostart import _moving
+
+    COUNTS.reset()
+    _moving(cp, a, 3)
+    where = COUNTS.by_function()
+    assert list(where) == ["autostart._moving"]
+    assert where["autostart._moving"] == [COUNTS.launches, 0, COUNTS.device_bytes]
+
+
 # ----------------------------------------------------------------- the batch pipeline
 @pytest.fixture(scope="module")
 def data():
@@ -259,17 +291,57 @@ def test_counts_per_chunk_of_the_auto_start(standin, monkeypatch):
     assert out[64]["syncs"] <= 2.0 * out[16]["syncs"]
     assert out[64]["syncs"] <= 16  # 22 before the gate, 36 per chunk of 570 rows before that
     # the LM iterations run on the device (peakfit.gpu.lm_kernel: step, fused evaluation,
-    # accept; 12 589 launches and 78 fused evaluations with the host-driven step)
-    assert out[64]["launches"] <= 7000
+    # accept; 12 589 launches and 78 fused evaluations with the host-driven step); views are
+    # no launch (CuPy makes them without a kernel): 5 434 here when the stand-in counted them
+    assert out[64]["launches"] <= 5600
     assert 120 <= out[64]["raw_launches"] <= 360
-    # the fused kernel reads the data instead of forming m x P Jacobians: about 1.2 MB a
-    # spectrum (2.1 MB with the host-driven LM step, 11 MB with the CuPy Jacobian), plus
-    # the gated-out rows' pursuit grid (M x 8M atoms, 34 MB a bin-size group whatever its
-    # rows: 101 MB of the 184 MB here, 1.2 kB a spectrum in a chunk of 85 000); below
-    # m = 500 points both noise estimates of step 2 are formed, chosen per row on the device
-    # instead of by a host read (+0.15 MB; none at m >= 500)
-    assert out[64]["device_bytes"] / 64 <= 3.0e6
+    # the fused kernel reads the data instead of forming m x P Jacobians: about 1.0 MB a
+    # spectrum (1.2 MB before the in-place moving sums and bins, the int32 crossings and
+    # views at no cost; 2.1 MB with the host-driven LM step, 11 MB with the CuPy Jacobian),
+    # plus the gated-out rows' pursuit grid (M x 8M atoms, 34 MB a bin-size group whatever
+    # its rows; 1.2 kB a spectrum in a chunk of 85 000); below m = 500 points both noise
+    # estimates of step 2 are formed, chosen per row on the device instead of by a host read
+    # (+0.15 MB; none at m >= 500)
+    assert out[64]["device_bytes"] / 64 <= 2.6e6
     assert out[64]["d2h_bytes"] <= 4096 * 64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n, baseline, gate", [(4, "none", False), (1, "none", False),
+                                               (4, "linear", True), (4, "quadratic", True),
+                                               (2, "linear", False)])
+def test_the_starts_memory_per_row_stays_within_its_estimate(standin, monkeypatch, n,
+                                                             baseline, gate):
+    """The start sizes its chunks from ``_elements_per_row`` (on a GPU: a quarter of the free
+    memory over it). The peak memory of the GPU path (tracemalloc on the stand-in, whose
+    device arrays are NumPy's) per spectrum must stay below it, for every baseline and with
+    every row gated out (the full path: pursuit on every row), and the estimate not waste
+    more than half of the chunk. Measured (256 rows, m = 1000): 11.0k, 6.5k, 20.1k, 30.0k,
+    14.0k elements against 13.6k, 8.0k, 26.1k, 32.4k, 20.4k estimated; the
+    estimate before (14.7k whatever the baseline) was 0.73x the peak with a linear
+    baseline, 0.49x with a quadratic one."""
+    import tracemalloc
+
+    from peakfit import autostart
+
+    cp = standin
+    monkeypatch.setattr(autostart, "_GATE", gate)
+    model = GaussianModel(n, baseline)
+    x, Y, _ = make_batch(256, 1000, n, seed=1)
+    if baseline != "none":
+        Y = Y + 0.3 + 0.2 * (x - x.mean()) / np.ptp(x)
+    xd, Yd = cp.asarray(x), cp.asarray(Y)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        autostart.auto_start(model, xd, Yd, missing=False)
+        peak = (tracemalloc.get_traced_memory()[1] - base) / 256 / 8
+    finally:
+        tracemalloc.stop()
+    est = autostart._elements_per_row(model, 1000)
+    print(f"\nstart memory per row, n={n} {baseline} gate={gate}: {peak:.0f} elements, "
+          f"estimate {est}")
+    assert peak <= est <= 2.0 * peak
 
 
 # ---------------------------------------------------------------------------- gd
