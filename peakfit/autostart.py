@@ -288,7 +288,7 @@ def _parse_downsample(downsample: Any) -> int | None:
 # ---------------------------------------------------------------------------- helpers
 def _moving(xp: Any, Y: Any, width: int) -> Any:
     """Row-wise moving average with MATLAB's shrinking symmetric end windows (odd ``width``)."""
-    k, m = Y.shape
+    m = Y.shape[1]
     w = int(min(width, m))
     w = max(1, w - 1 + w % 2)
     if w <= 1:
