@@ -483,7 +483,17 @@ def _rows(X: Any, k: int) -> Any:
 
 def _gauss_sum(xp: Any, U: Any, a: Any, b: Any, c: Any) -> Any:
     """sum_i a_i exp(-((u-b_i)/c_i)^2) for a, b, c of shape (k, j) and U (M,) or (k, M)."""
-    return term_values(U, a, b, c).sum(axis=1)
+    return _terms(xp, U, a, b, c).sum(axis=1)
+
+
+def _terms(xp: Any, U: Any, a: Any, b: Any, c: Any) -> Any:
+    """:func:`peakfit.models.term_values` (k, j, M); on a GPU by the generated term-values
+    kernel (:func:`peakfit.gpu.kernels.term_values`, one launch instead of one a step)."""
+    if xp is np:
+        return term_values(U, a, b, c)
+    from .gpu.kernels import term_values as device_terms
+
+    return device_terms(U, a, b, c)
 
 
 _ONE_PEAK = GaussianModel(1)
@@ -549,7 +559,7 @@ def _feature(xp: Any, R: Any, U: Any, du: Any) -> tuple[Any, Any, Any]:
 
 def _refit_heights(xp: Any, U: Any, S: Any, b: Any, c: Any, sw: Any, floor: Any) -> Any:
     """Least-squares heights for fixed centres and widths (k, j), clipped at ``floor``."""
-    E = term_values(U, xp.ones_like(b), b, c)
+    E = _terms(xp, U, xp.ones_like(b), b, c)
     if sw is not None:
         E = E * sw[:, None, :]
         S = S * sw
@@ -819,7 +829,14 @@ def _prepare(
     ymax, ymin = Yf.max(axis=1, keepdims=True), Yf.min(axis=1, keepdims=True)
     sy = xp.maximum(ymax, -ymin)
     sy = xp.where((sy > 0) & xp.isfinite(sy), sy, 1.0)
-    Z = Yf / sy
+    # no baseline and no missing point: the polarity from the max and min of Y over sy (a
+    # positive divisor keeps them), and Z signed in the same pass (dividing by -sy is exact)
+    early = not nb and all_finite
+    if early:
+        sign = xp.where((ymax / sy)[:, 0] >= -(ymin / sy)[:, 0], 1.0, -1.0)
+        Z = Yf / (sy * sign[:, None])
+    else:
+        Z = Yf / sy
     W = None if all_finite else finite.astype(Z.dtype)
     V = None if all_finite else finite
     if nb:
@@ -831,9 +848,7 @@ def _prepare(
         S = Z
     if W is not None:
         S = S * W
-    if S is Z:  # max and min of Y / sy are those of Y over sy (a positive divisor): no pass
-        sign = xp.where((ymax / sy)[:, 0] >= -(ymin / sy)[:, 0], 1.0, -1.0)
-    else:
+    if not early:
         sign = xp.where(S.max(axis=1) >= -S.min(axis=1), 1.0, -1.0)
     if nb and _BASELINE_METHOD != "edges" and model.baseline != "exponential":
         # the edge fit stays where it leaves no dip below the data (in the polarity of the
@@ -867,13 +882,14 @@ def _prepare(
             S = xp.where(lifted[:, None], xp.where(pos[:, None], fits[0][1], fits[1][1]), S)
     else:
         ambiguous = None
-    same = S is Z  # no baseline, no missing points: one product serves both
-    Z = Z * sign[:, None]
-    S = Z if same else S * sign[:, None]
+    if not early:  # (early: Z is signed already, and S is Z)
+        Z = Z * sign[:, None]
+        S = S * sign[:, None]
     q0 = q0 * _baseline_sign(model, sign)
     if spec is not None:
+        same = S is Z
         Z = _user_smooth(xp, x, Z, spec)
-        S = _user_smooth(xp, x, S, spec)
+        S = Z if same else _user_smooth(xp, x, S, spec)
     return _Prep(U=U, Z=Z, S=S, W=W, q0=q0, sign=sign, x0=x0, sx=sx, sy=sy,
                  noise=_noise(xp, U, S, W), ambiguous=ambiguous)
 
@@ -1593,16 +1609,22 @@ def _supported(
     """Number of peaks of p (k, P) that the data support (see ``AutoStartInfo.n_supported``)."""
     k = p.shape[0]
     n = model.n
-    f = model.evaluate(U, p)
     a, b, c = p[:, 0 : 3 * n : 3], p[:, 1 : 3 * n : 3], p[:, 2 : 3 * n : 3]
-    S = Z - (f - _gauss_sum(xp, U, a, b, c))  # data less the baseline
     w = None if sw is None else sw
-    r = (Z - f) if w is None else (Z - f) * w
+    if xp is np:
+        f = model.evaluate(U, p)
+        S = Z - (f - _gauss_sum(xp, U, a, b, c))  # data less the baseline
+        r = (Z - f) if w is None else (Z - f) * w
+        E = term_values(U, xp.ones_like(b), b, c)  # (k, n, M)
+    else:  # on a GPU: the residual kernel, the peaks from the basis E (one product)
+        E = _terms(xp, U, xp.ones_like(b), b, c)
+        r = _residual(xp, model, U, Z, p)
+        S = r + (a[:, None, :] @ E)[:, 0]  # data less the baseline
+        r = r if w is None else r * w
     sse = (r * r).sum(axis=1)
     Sw = S if w is None else S * w
     energy = (Sw * Sw).sum(axis=1)
     thr = _SUPPORT_CHI2 * noise * noise + 1e-9 * energy
-    E = term_values(U, xp.ones_like(b), b, c)  # (k, n, M)
     if w is not None:
         E = E * w[:, None, :]
     G = E @ E.transpose(0, 2, 1)  # (k, n, n)

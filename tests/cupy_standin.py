@@ -127,6 +127,8 @@ def _api_names() -> tuple[set[str], set[str]]:
 
 
 _SYNC_FUNCS = {"flatnonzero", "nonzero", "argwhere", "unique", "compress", "extract"}
+#: Allocations without initialisation: CuPy takes them from its pool, no kernel runs.
+_ALLOC_FUNCS = {"empty"}
 _HOST_OK = {"asarray", "array", "asanyarray", "asnumpy"}
 
 
@@ -467,9 +469,12 @@ def _function(name: str) -> Any:
     if isinstance(fn, np.ufunc):
         return _UFunc(fn)
     sync = name in _SYNC_FUNCS
-
-    def f(*args: Any, **kwargs: Any) -> Any:
-        return _op(fn, args, kwargs, f"cupy.{name}", sync)
+    if name in _ALLOC_FUNCS:
+        def f(*args: Any, **kwargs: Any) -> Any:  # memory from the pool: no kernel
+            return _wrap(fn(*_unwrap(args, name), **kwargs))
+    else:
+        def f(*args: Any, **kwargs: Any) -> Any:
+            return _op(fn, args, kwargs, f"cupy.{name}", sync)
 
     f.__name__ = name
     return f
@@ -696,7 +701,8 @@ def install(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """Make ``import cupy`` give the stand-in for the rest of a test (counters reset)."""
     from peakfit.gpu import kernels
 
-    kernels.get_kernel.cache_clear()
+    for cached in (kernels.get_kernel, kernels.get_residual_kernel, kernels.get_values_kernel):
+        cached.cache_clear()
     monkeypatch.setitem(sys.modules, "cupy", _MODULE)
     monkeypatch.setitem(sys.modules, "cupy.linalg", _MODULE.linalg)
     monkeypatch.setitem(sys.modules, "cupy.cuda", _MODULE.cuda)

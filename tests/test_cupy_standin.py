@@ -113,9 +113,10 @@ def test_standin_is_strict_like_cupy(standin):
 
 
 def test_standin_counts_kernels_not_views_and_records_where_they_run(standin):
-    """CuPy makes views (basic indexing, reshape, transpose, broadcast_to) without a kernel;
-    an ``out=`` array is written, not read; an in-place operation reads both operands. Every
-    launch and byte is recorded at the peakfit line that caused it (``op_sites``)."""
+    """CuPy makes views (basic indexing, reshape, transpose, broadcast_to) and takes
+    ``empty`` arrays from its pool without a kernel; an ``out=`` array is written, not read;
+    an in-place operation reads both operands. Every launch and byte is recorded at the
+    peakfit line that caused it (``op_sites``)."""
     cp = standin
     a = cp.asarray(np.arange(12.0).reshape(3, 4))
     b = cp.asarray(np.ones((3, 4)))
@@ -125,6 +126,8 @@ def test_standin_counts_kernels_not_views_and_records_where_they_run(standin):
     _ = a[0, 0], cp.broadcast_to(a[None], (2, 3, 4)), a[..., None]
     assert COUNTS.launches == 0 and COUNTS.device_bytes == 0 and COUNTS.views == 6
     assert v.get().tolist() == np.arange(12.0).reshape(3, 4)[:, 1:].T.tolist()
+    _ = cp.empty((1000, 1000))  # from CuPy's pool: no kernel
+    assert COUNTS.launches == 0 and COUNTS.device_bytes == 0
     COUNTS.reset()
     _ = a[cp.asarray([0, 2])]  # advanced indexing: a gather kernel (reads and writes 64 B)
     assert COUNTS.launches == 1 and COUNTS.device_bytes == 2 * 2 * 4 * 8
@@ -142,6 +145,42 @@ def test_standin_counts_kernels_not_views_and_records_where_they_run(standin):
     where = COUNTS.by_function()
     assert list(where) == ["autostart._moving"]
     assert where["autostart._moving"] == [COUNTS.launches, 0, COUNTS.device_bytes]
+
+
+@pytest.mark.parametrize("baseline", ["none", "quadratic"])
+@pytest.mark.parametrize("x_per_row", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_generated_residual_and_term_values_kernels_equal_numpy(standin, baseline, x_per_row,
+                                                                dtype):
+    """The start's element-wise kernels (``r = y - f(x; p)`` and the (k, j, m) term values,
+    generated from the term steps, one launch each) give NumPy's numbers (their host build,
+    the same source NVRTC compiles), and read their inputs and write their output once."""
+    from peakfit.gpu.kernels import residual, term_values
+    from peakfit.models import term_values as np_terms
+
+    cp = standin
+    rng = np.random.default_rng(5)
+    model = GaussianModel(3, baseline)
+    k, m = 7, 50
+    x = np.sort(rng.uniform(-1, 1, (k, m) if x_per_row else m), axis=-1)
+    p = rng.uniform(0.2, 1.0, (k, model.n_params))
+    p[:, 1:9:3] -= 0.6
+    p[2, 2] = 0.0  # a zero width: MATLAB's guard, the term is 0
+    Y = rng.standard_normal((k, m))
+    rtol = 1e-12 if dtype == "float64" else 2e-6
+    xd, Yd, pd = (cp.asarray(v.astype(dtype)) for v in (x, Y, p))
+    COUNTS.reset()
+    r = residual(model, xd, Yd, pd)
+    assert COUNTS.raw_launches == 1 and COUNTS.launches == 0 and r.dtype == np.dtype(dtype)
+    assert COUNTS.device_bytes == (xd.nbytes + 2 * Yd.nbytes + pd.nbytes)
+    ref = Y - model.evaluate(x, p)
+    np.testing.assert_allclose(r.get(), ref, rtol=rtol, atol=rtol * 4)
+    a, b, c = p[:, 0:9:3], p[:, 1:9:3], p[:, 2:9:3]
+    COUNTS.reset()
+    v = term_values(xd, *(cp.asarray(q.astype(dtype)) for q in (a, b, c)))
+    assert COUNTS.raw_launches == 1 and v.shape == (k, 3, m)
+    np.testing.assert_allclose(v.get(), np_terms(x, a, b, c), rtol=rtol, atol=rtol)
+    assert v.get()[2, 0].tolist() == [0.0] * m
 
 
 # ----------------------------------------------------------------- the batch pipeline
@@ -291,18 +330,20 @@ def test_counts_per_chunk_of_the_auto_start(standin, monkeypatch):
     assert out[64]["syncs"] <= 2.0 * out[16]["syncs"]
     assert out[64]["syncs"] <= 16  # 22 before the gate, 36 per chunk of 570 rows before that
     # the LM iterations run on the device (peakfit.gpu.lm_kernel: step, fused evaluation,
-    # accept; 12 589 launches and 78 fused evaluations with the host-driven step); views are
-    # no launch (CuPy makes them without a kernel): 5 434 here when the stand-in counted them
-    assert out[64]["launches"] <= 5600
-    assert 120 <= out[64]["raw_launches"] <= 360
-    # the fused kernel reads the data instead of forming m x P Jacobians: about 1.0 MB a
-    # spectrum (1.2 MB before the in-place moving sums and bins, the int32 crossings and
-    # views at no cost; 2.1 MB with the host-driven LM step, 11 MB with the CuPy Jacobian),
-    # plus the gated-out rows' pursuit grid (M x 8M atoms, 34 MB a bin-size group whatever
-    # its rows; 1.2 kB a spectrum in a chunk of 85 000); below m = 500 points both noise
-    # estimates of step 2 are formed, chosen per row on the device instead of by a host read
-    # (+0.15 MB; none at m >= 500)
-    assert out[64]["device_bytes"] / 64 <= 2.6e6
+    # accept; 12 589 launches and 78 fused evaluations with the host-driven step); views and
+    # cupy.empty are no launch (CuPy makes them without a kernel); the generated residual
+    # and term-values kernels replace a CuPy operation per step of every term: 4 566 + 360
+    # RawKernel calls (6 232 + 333 before, as the stand-in counted views and allocations)
+    assert out[64]["launches"] <= 5000
+    assert 120 <= out[64]["raw_launches"] <= 420
+    # the fused kernel reads the data instead of forming m x P Jacobians: about 2.1 MB a
+    # spectrum here (2.9 MB before the generated residual and term kernels, the in-place
+    # moving sums and bins, the int32 crossings; 4.1 MB with the host-driven LM step), of
+    # which the gated-out rows' pursuit grid (M x 8M atoms, 34 MB a bin-size group whatever
+    # its rows) is most: at scale (gpu_check.py --counts) 0.65 MB a spectrum and 56 MB a
+    # chunk; below m = 500 points both noise estimates of step 2 are formed, chosen per row
+    # on the device instead of by a host read (+0.15 MB; none at m >= 500)
+    assert out[64]["device_bytes"] / 64 <= 2.3e6
     assert out[64]["d2h_bytes"] <= 4096 * 64
 
 
