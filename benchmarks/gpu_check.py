@@ -164,11 +164,13 @@ def predict(dev: str, dtype: str, source: str, start: str, k: int, m: int = 1000
         # the start runs before the solver allocates anything: its chunks come from a quarter
         # of the memory the chunk's data leave free (peakfit.gpu.work_elements; the data as
         # sent and the validation's masks and statistics, ~48 bytes a point), at the start's
-        # work memory per spectrum (peakfit.autostart._elements_per_row)
+        # work memory per spectrum (peakfit.autostart._elements_per_row; the pipeline hands
+        # ragged rows over with their abscissae per row)
         from peakfit.autostart import _elements_per_row
 
         free = 80e9 - chunk * m * (8 + 40)
-        sc = min(chunk, int(0.25 * free / 8 // _elements_per_row(GaussianModel(n), m)))
+        per_row = _elements_per_row(GaussianModel(n), m, 0, not ragged, ragged)
+        sc = min(chunk, int(0.25 * free / 8 // per_row))
         f = RAGGED_START if ragged else {"launches": 1.0, "syncs": 1.0, "device_bytes": 1.0}
         per_fit += (c["start_launches_per_chunk"] * f["launches"] * T_LAUNCH
                     + c["start_syncs_per_chunk"] * f["syncs"] * T_SYNC

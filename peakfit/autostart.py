@@ -690,16 +690,16 @@ def auto_start(
         out = xp.zeros((0, P))
         info0 = AutoStartInfo(out[:, 0], out[:, 0], out[:, 0].astype(int), np.zeros(0, int))
         return (out, info0) if return_info else out
+    if missing is None:  # once for the call: every chunk takes the same path
+        missing = not bool(xp.isfinite(Y).all() & xp.isfinite(x).all())
     if chunk_size is None:
-        per = _elements_per_row(model, m, trials, x.ndim == 1)
+        per = _elements_per_row(model, m, trials, x.ndim == 1, bool(missing))
         budget = _CHUNK_ELEMENTS
         if xp is not np:  # on a GPU: chunks sized from its free memory (few, large chunks)
             from .gpu import work_elements
 
             budget = max(budget, work_elements())
         chunk_size = max(1, budget // per)
-    if missing is None:  # once for the call: every chunk takes the same path
-        missing = not bool(xp.isfinite(Y).all() & xp.isfinite(x).all())
     parts = []
     infos = []
     for s0 in range(0, k, int(chunk_size)):
@@ -727,16 +727,19 @@ def auto_start(
     )
 
 
-def _elements_per_row(model: GaussianModel, m: int, trials: int = 0,
-                      shared_x: bool = True) -> int:
+def _elements_per_row(model: GaussianModel, m: int, trials: int = 0, shared_x: bool = True,
+                      missing: bool = False) -> int:
     """Peak work memory of the start per spectrum of a chunk, in float64 elements.
 
-    Measured (tracemalloc, the GPU path on the CuPy stand-in, m = 1000, n = 4, 256 rows;
-    ``tests/test_cupy_standin.py::test_the_starts_memory_per_row_stays_within_its_estimate``):
-    about 6 m for the full-resolution arrays of steps 1-3, the candidates' normal equations,
-    and, where greedy pursuit can run (a polynomial baseline, or the gated rows without one:
-    every row in the worst case), its atom projections, about ``_PURSUIT_WIDTHS`` x the bins
-    x max(n + 3 deg + 2, 1) (bins: a quarter of the points, features of 32 samples or more).
+    Measured with tracemalloc on the GPU path (the CuPy stand-in, whose arrays are NumPy's;
+    ``tests/test_cupy_standin.py::test_the_starts_memory_per_row_stays_within_its_estimate``)
+    and bounded by: about 6 m for the full-resolution arrays of steps 1-3 and the candidates'
+    normal equations, plus the larger of the two phases' own memory, step 2's asymmetric
+    baseline fits (both polarities on a GPU: about 16 m with a baseline) and greedy pursuit
+    (shared abscissae, a polynomial baseline or the gated rows without one, every row in the
+    worst case: ``_PURSUIT_WIDTHS`` x the bins x max(n + 3 deg + 2, 1), a quarter of the points
+    as bins), plus about 13 m for rows with missing points (the masks, the masked medians'
+    sorts, abscissae per row).
 
     Examples
     --------
@@ -746,9 +749,11 @@ def _elements_per_row(model: GaussianModel, m: int, trials: int = 0,
     n, P = model.n, model.n_params
     per = 6 * m + (2 * n + 2 + trials) * (P * P + P)
     deg = _POLY_DEGREE.get(model.baseline, -1)
+    step2 = 16 * m if model.baseline_names else 0
+    pursuit = 0
     if shared_x and (model.baseline in _PURSUIT_BASELINES or model.baseline in _PURSUIT_GATED):
-        per += _PURSUIT_WIDTHS * max(1, m // 4) * max(n + 3 * deg + 2, 1)
-    return per
+        pursuit = _PURSUIT_WIDTHS * max(1, m // 4) * max(n + 3 * deg + 2, 1)
+    return per + max(step2, pursuit) + (13 * m if missing else 0)
 
 
 @dataclass

@@ -348,20 +348,36 @@ def test_counts_per_chunk_of_the_auto_start(standin, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n, baseline, gate", [(4, "none", False), (1, "none", False),
-                                               (4, "linear", True), (4, "quadratic", True),
-                                               (2, "linear", False)])
+@pytest.mark.parametrize("n, baseline, gate, layout", [
+    (4, "none", False, "shared"), (1, "none", False, "shared"), (4, "linear", True, "shared"),
+    (4, "quadratic", True, "shared"), (2, "linear", False, "shared"),
+    (4, "linear", True, "x per row"), (4, "none", True, "ragged"),
+    (4, "linear", True, "ragged, x per row")])
 def test_the_starts_memory_per_row_stays_within_its_estimate(standin, monkeypatch, n,
-                                                             baseline, gate):
-    """The start sizes its chunks from ``_elements_per_row`` (on a GPU: a quarter of the free
+                                                             baseline, gate, layout):
+    """The start sizes its chunks from ``_elements_per_row`` (on a GPU: a fraction of the free
     memory over it). The peak memory of the GPU path (tracemalloc on the stand-in, whose
-    device arrays are NumPy's) per spectrum must stay below it, for every baseline and with
-    every row gated out (the full path: pursuit on every row), and the estimate not waste
-    more than half of the chunk. Measured (256 rows, m = 1000): 11.0k, 6.5k, 20.1k, 30.0k,
-    14.0k elements against 13.6k, 8.0k, 26.1k, 32.4k, 20.4k estimated; the
-    estimate before (14.7k whatever the baseline) was 0.73x the peak with a linear
-    baseline, 0.49x with a quadratic one."""
+    device arrays are NumPy's) per spectrum must stay below it, for every baseline, with every
+    row gated out (the full path: pursuit on every row), with abscissae per row and with
+    missing points (the pipeline's ragged rows: NaN runs, x per row), and the estimate not
+    waste more than half of a chunk. Measured (256 rows, m = 1000), in elements a row:
+
+    ==================================  ========  ========  ===========
+    case                                measured  estimate  before
+    ==================================  ========  ========  ===========
+    n = 4, every row gated out          10.4k     13.6k     14.7k
+    n = 1, every row gated out          5.8k      8.0k      10.1k
+    n = 4, linear                       20.1k     26.1k     15.2k (low)
+    n = 4, quadratic                    30.0k     32.4k     15.5k (low)
+    n = 2, linear, every row gated out  14.0k     22.4k     11.5k (low)
+    n = 4, linear, x per row            21.1k     24.1k     15.2k (low)
+    n = 4, NaN runs                     17.5k     26.6k     14.7k (low)
+    n = 4, linear, NaN runs, x per row  31.9k     37.1k     15.2k (low)
+    ==================================  ========  ========  ===========
+    """
     import tracemalloc
+
+    from gpu_check import ragged_mask
 
     from peakfit import autostart
 
@@ -371,17 +387,22 @@ def test_the_starts_memory_per_row_stays_within_its_estimate(standin, monkeypatc
     x, Y, _ = make_batch(256, 1000, n, seed=1)
     if baseline != "none":
         Y = Y + 0.3 + 0.2 * (x - x.mean()) / np.ptp(x)
+    missing = layout.startswith("ragged")
+    if missing:
+        Y[ragged_mask(256, 1000, 0.2, seed=1)] = np.nan
+    if layout.endswith("x per row"):
+        x = np.broadcast_to(x, Y.shape).copy()
     xd, Yd = cp.asarray(x), cp.asarray(Y)
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        autostart.auto_start(model, xd, Yd, missing=False)
+        autostart.auto_start(model, xd, Yd, missing=missing, return_info=True)
         peak = (tracemalloc.get_traced_memory()[1] - base) / 256 / 8
     finally:
         tracemalloc.stop()
-    est = autostart._elements_per_row(model, 1000)
-    print(f"\nstart memory per row, n={n} {baseline} gate={gate}: {peak:.0f} elements, "
-          f"estimate {est}")
+    est = autostart._elements_per_row(model, 1000, 0, x.ndim == 1, missing)
+    print(f"\nstart memory per row, n={n} {baseline} gate={gate} {layout}: {peak:.0f} "
+          f"elements, estimate {est}")
     assert peak <= est <= 2.0 * peak
 
 
