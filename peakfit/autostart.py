@@ -693,12 +693,15 @@ def auto_start(
     if missing is None:  # once for the call: every chunk takes the same path
         missing = not bool(xp.isfinite(Y).all() & xp.isfinite(x).all())
     if chunk_size is None:
-        per = _elements_per_row(model, m, trials, x.ndim == 1, bool(missing))
-        budget = _CHUNK_ELEMENTS
-        if xp is not np:  # on a GPU: chunks sized from its free memory (few, large chunks)
+        if xp is np:  # a working set of _CHUNK_ELEMENTS for the caches (the results depend
+            # on the chunks in the last bits: this sizing is unchanged)
+            per = (2 * model.n + 2 + trials) * (P * P + P + max(min(m, 512), 1)) + 8 * m
+            budget = _CHUNK_ELEMENTS
+        else:  # on a GPU: few, large chunks from its free memory and the measured peak
             from .gpu import work_elements
 
-            budget = max(budget, work_elements())
+            per = _elements_per_row(model, m, trials, x.ndim == 1, bool(missing))
+            budget = max(_CHUNK_ELEMENTS, work_elements())
         chunk_size = max(1, budget // per)
     parts = []
     infos = []
