@@ -251,16 +251,18 @@ def test_counts_per_chunk_of_the_auto_start(standin, monkeypatch):
     print("\nauto start per chunk, k=16 and k=64:", json.dumps(out))
     # one chunk for 64 rows (four CPU-sized chunks would count about 4x those of 16 rows);
     # what grows is data-dependent (more rows to repair, more LM iterations at the slowest)
-    assert out[64]["launches"] <= 1.5 * out[16]["launches"]
-    assert out[64]["syncs"] <= 1.5 * out[16]["syncs"]
-    assert out[64]["syncs"] <= 26  # was 36 per chunk of 570 rows, and 1 chunk per 957 rows
+    # (the repair rounds' re-ranking on the raw data, autostart._rerank, added one refinement
+    # a round: k=16 / k=64 launches 3467 / 5107 -> 3723 / 5875, syncs 16 / 22 -> 19 / 31)
+    assert out[64]["launches"] <= 1.7 * out[16]["launches"]
+    assert out[64]["syncs"] <= 1.7 * out[16]["syncs"]
+    assert out[64]["syncs"] <= 32  # was 36 per chunk of 570 rows, and 1 chunk per 957 rows
     # the LM iterations run on the device (peakfit.gpu.lm_kernel: step, fused evaluation,
     # accept; 12 589 launches and 78 fused evaluations with the host-driven step)
-    assert out[64]["launches"] <= 5500
+    assert out[64]["launches"] <= 6000  # 5107 before the re-ranking, 5875 with it
     assert 120 <= out[64]["raw_launches"] <= 360
     # the fused kernel reads the data instead of forming m x P Jacobians: about 1.25 MB a
     # spectrum (2.1 MB with the host-driven LM step, 11 MB with the CuPy Jacobian)
-    assert out[64]["device_bytes"] / 64 <= 1.5e6
+    assert out[64]["device_bytes"] / 64 <= 1.6e6  # 1.49e6 before the re-ranking, 1.53e6
     assert out[64]["d2h_bytes"] <= 4096 * 64
 
 
