@@ -14,9 +14,13 @@ On a GPU it runs, in this order, printing one JSON object a line (and appending 
 2. ``pytest``: ``pytest -m gpu`` (tests/test_batch_gpu.py on the real device) and its outcome;
 3. ``grid``: fp32 and fp64; data on the device (``cupy`` arrays) and from host NumPy (timed
    including the transfer); ``start='auto'`` (the default, timed with the fit) and the true
-   coefficients as start (the solver alone); k = 1e4, 1e5, 1e6 at m = 1000, n = 4. Each line
-   has fits/s, the rate of fits that recovered the truth, the target of issue #10 and the
-   prediction of the performance model (docs/gpu-performance.md) for the same configuration;
+   coefficients as start (the solver alone); k = 1e4, 1e5, 1e6 at m = 1000, n = 4; and
+   ragged rows (k = 1e4, NaN runs over 20 % of the points, a different pattern in every row,
+   ``nan_policy='omit'``, the auto start) in both precisions from both sources
+   (:func:`grid_lines`). Each line has fits/s, the rate of fits that recovered the truth, the
+   target of issue #10 and the prediction of the performance model
+   (docs/gpu-performance.md) for the same configuration (``model_fits_per_s``,
+   ``measured_over_model``); ``--counts`` prints the model's figure for the same lines;
 4. ``stream``: 1e7 spectra generated chunk by chunk on the device and fitted as a stream, with
    the peak device memory (CuPy's pool) and the host's peak RSS.
 
@@ -63,26 +67,64 @@ COUNTS = {
     "lm_syncs_per_iter": 0.25,
     # per row beyond the data, as the stand-in counts it (every argument array whole)
     "lm_row_bytes_per_iter": 15.4e3,
-    # auto start (k = 512, m = 1000): fused kernel and the device LM iteration, no compaction,
-    # one chunk from device memory; launches include the 186 RawKernel calls
-    "start_launches_per_chunk": 4197,  # do not grow with the rows of a chunk
-    "start_syncs_per_chunk": 20,
+    # auto start (k = 512, m = 1000, missing=False as the pipeline calls it): fused kernel and
+    # the device LM iteration, no compaction, one chunk from device memory; the cheap path for
+    # every spectrum, the full path for the gated-out ones; launches include the 260
+    # RawKernel calls; syncs: 1 in steps 1-2 (the bin sizes and doubtful polarities in one
+    # read), one for the gate's row selection per bin-size group, one per repair round (the
+    # probe's 2 excluded); before the gate: 4495 launches, 16 syncs, 1.55 MB
+    "start_launches_per_chunk": 5400,  # do not grow with the rows of a chunk
+    "start_syncs_per_chunk": 10,
     "start_elements_per_row": 14680,  # autostart's work-memory estimate per spectrum
-    "start_bytes_per_row": 1.45e6,  # device traffic of the auto start per spectrum
+    "start_bytes_per_row": 1.31e6,  # device traffic of the auto start per spectrum
     # LM iterations (mean over rows, and of the slowest row of 1000), measured on the CPU for
     # make_batch(1000, 1000, 4) in float32: after the auto start, and from the truth
     "iterations_auto": (2.05, 7),
     "iterations_truth": (5.11, 10),
 }
 
+#: Ragged spectra of the grid: NaN runs over this fraction of the points (0.5 to 1.5 times it
+#: per row, one to three runs at random places), fitted with ``nan_policy='omit'``.
+RAGGED_FRACTION = 0.2
+#: The start of ragged rows against full rows, measured on the stand-in (``--counts``: 512
+#: rows of m = 1000, the pipeline's start, 20 % NaN runs, a different pattern every row): one
+#: pass (before: one start per pattern, k passes). It costs more than full rows because the
+#: data are harder: a gap through a peak leaves bins that straddle it, so most ragged rows
+#: fail the misfit test and all five repair rounds run (full rows: one round, 8 % of them).
+RAGGED_START = {"launches": 4.1, "syncs": 2.4, "device_bytes": 8.7}
+
 #: Seconds per CuPy launch as seen from Python (launch + argument handling), per host sync.
 T_LAUNCH = 8e-6
 T_SYNC = 20e-6
 
+#: The functions of steps 1-2 of the auto start (the stand-in's sync sites; also used by
+#: tests/test_cupy_standin.py).
+_STEPS_1_2 = ("autostart._prepare", "autostart._noise", "autostart._noise_masked",
+              "autostart._row_median", "autostart._bin_factors", "autostart._pilot_fwhm",
+              "autostart._estimate", "autostart._concat", "autostart._raw_refine",
+              "autostart._baseline_sign", "autostart.auto_start", "start.baseline_start",
+              "start._weighted_polyfit")
+
+
+def _steps_1_2_syncs(sites: dict[str, int]) -> int:
+    return sum(n for where, n in sites.items() if where.rsplit(":", 1)[0] in _STEPS_1_2)
+
+
+def ragged_mask(k: int, m: int, fraction: float, seed: int) -> Any:
+    """Missing points (True, host array (k, m)) of ``k`` ragged rows: NaN runs over about
+    ``fraction`` of each row (:func:`bench_ragged.nan_mask`, a different pattern a row)."""
+    import numpy as np
+    from bench_ragged import nan_mask
+
+    rng = np.random.default_rng([seed, 99])
+    return np.array([nan_mask(m, fraction * rng.uniform(0.5, 1.5), "runs", rng)
+                     for _ in range(k)])
+
 
 def predict(dev: str, dtype: str, source: str, start: str, k: int, m: int = 1000,
-            n: int = 4) -> dict[str, float]:
-    """Fits/s of the performance model (docs/gpu-performance.md) for one configuration."""
+            n: int = 4, ragged: bool = False) -> dict[str, float]:
+    """Fits/s of the performance model (docs/gpu-performance.md) for one configuration
+    (``ragged``: every row with NaN runs, :data:`RAGGED_FRACTION`)."""
     d = DEVICES[dev]
     P = 3 * n
     item = 4 if dtype == "float32" else 8
@@ -98,7 +140,8 @@ def predict(dev: str, dtype: str, source: str, start: str, k: int, m: int = 1000
     # share of peak throughput reached: <= 128 registers in fp32 (16 warps an SM of 64),
     # about 210 and no spills in fp64 (9 warps)
     occupancy = 0.6 if dtype == "float32" else 0.35
-    t_kernel = max(m * item / d["bw"],
+    # ragged rows carry their weights (0 at the missing points): one more read a point
+    t_kernel = max(m * item * (2 if ragged else 1) / d["bw"],
                    flops_w / (occupancy * d["fp64" if dtype == "float64" else "fp32"]))
     t_rows = c["lm_row_bytes_per_iter"] / d["bw"]
     mean_it, max_it = c["iterations_auto"] if start == "auto" else c["iterations_truth"]
@@ -113,9 +156,10 @@ def predict(dev: str, dtype: str, source: str, start: str, k: int, m: int = 1000
     if start == "auto":
         # chunks from a quarter of the device memory the solver's chunk leaves free
         sc = min(chunk, int(0.25 * 40e9 / 8 // c["start_elements_per_row"]))
-        per_fit += (c["start_launches_per_chunk"] * T_LAUNCH
-                    + c["start_syncs_per_chunk"] * T_SYNC) / sc
-        per_fit += c["start_bytes_per_row"] / d["bw"]
+        f = RAGGED_START if ragged else {"launches": 1.0, "syncs": 1.0, "device_bytes": 1.0}
+        per_fit += (c["start_launches_per_chunk"] * f["launches"] * T_LAUNCH
+                    + c["start_syncs_per_chunk"] * f["syncs"] * T_SYNC) / sc
+        per_fit += c["start_bytes_per_row"] * f["device_bytes"] / d["bw"]
     if source == "host":
         # float64 input over PCIe, one chunk ahead on a copy stream (peakfit.gpu.transfer):
         # the slower of the link and the device sets the pace
@@ -188,25 +232,29 @@ def _device_batch(cp: Any, k: int, m: int, n: int, seed: int, dtype: str):
 
 
 def grid_record(cp: Any, dtype: str, source: str, start: str, k: int, m: int, n: int,
-                dev: str) -> dict[str, Any]:
+                dev: str, ragged: bool = False) -> dict[str, Any]:
     from _synth_batch import success_mask
 
     x, Y, truth = _device_batch(cp, k, m, n, seed=k, dtype=dtype)
     th = truth.get()
+    if ragged:  # NaN runs, a different pattern in every row
+        Y[cp.asarray(ragged_mask(k, m, RAGGED_FRACTION, seed=k))] = float("nan")
     if source == "host":
         x, Y = x.get(), Y.get()
     cp.cuda.Device().synchronize()
     pool = cp.get_default_memory_pool()
     t0 = time.perf_counter()
     r = peakfit.fit_gaussians_batch(x, Y, n, device="gpu", dtype=dtype,
-                                    start=th if start == "truth" else "auto")
+                                    start=th if start == "truth" else "auto",
+                                    nan_policy="omit" if ragged else "pad")
     cp.cuda.Device().synchronize()
     secs = time.perf_counter() - t0
     fits = k / secs
     target = TARGETS[(dtype, source)]
-    pred = predict(dev, dtype, source, start, k, m, n)["fits_per_s"]
+    pred = predict(dev, dtype, source, start, k, m, n, ragged)["fits_per_s"]
     return {"check": "grid", "dtype": dtype, "data": source, "start": start, "k": k, "m": m,
-            "n": n, "seconds": round(secs, 3), "fits_per_s": round(fits),
+            "n": n, "nan_fraction": RAGGED_FRACTION if ragged else 0.0,
+            "seconds": round(secs, 3), "fits_per_s": round(fits),
             "success_rate": round(float(success_mask(r.a, r.b, r.c, th, r.converged).mean()),
                                   4),
             "target": target, "meets_target": fits >= target,
@@ -273,14 +321,63 @@ def stand_in_counts() -> list[dict[str, Any]]:
         out.append({"check": "counts", "what": "LM iteration", "k": 512, "m": 1000, "n": 4,
                     **per})
         C.reset()
-        auto_start(model, cp.asarray(x), cp.asarray(Y))
+        auto_start(model, cp.asarray(x), cp.asarray(Y), missing=False)  # as the pipeline calls
         s = C.snapshot()
         out.append({"check": "counts", "what": "auto start", "k": 512, "m": 1000, "n": 4,
                     **s, "per_spectrum_launches": s["launches"] / 512,
-                    "bytes_per_spectrum": s["device_bytes"] / 512})
+                    "bytes_per_spectrum": s["device_bytes"] / 512,
+                    "syncs_steps_1_2": _steps_1_2_syncs(C.sites)})
+        # the start of the pipeline (peakfit.pipeline.start_points) on full and on ragged rows
+        # (NaN runs, a different pattern in every row): one pass either way
+        import peakfit.pipeline as pl
+
+        starts: list[dict[str, Any]] = []
+        orig = pl.start_points
+
+        def counted(*a: Any, **kw: Any) -> Any:
+            C.reset()
+            res = orig(*a, **kw)
+            starts.append(C.snapshot())
+            return res
+
+        mp.setattr(pl, "start_points", counted)
+        Yr = Y.copy()
+        Yr[ragged_mask(512, 1000, RAGGED_FRACTION, seed=1)] = float("nan")
+        got = {}
+        for name, data in (("full", Y), ("ragged", Yr)):
+            starts.clear()
+            peakfit.fit_gaussians_batch(cp.asarray(x), cp.asarray(data), 4, device="gpu",
+                                        nan_policy="omit")
+            got[name] = starts[-1]
+            out.append({"check": "counts", "what": f"pipeline start, {name} rows", "k": 512,
+                        "m": 1000, "n": 4, "nan_fraction": RAGGED_FRACTION if name == "ragged"
+                        else 0.0, **got[name]})
+        out.append({"check": "counts", "what": "ragged over full start", **{
+            key: round(got["ragged"][key] / max(got["full"][key], 1), 2)
+            for key in ("launches", "raw_launches", "syncs", "device_bytes")}})
     finally:
         mp.undo()
     return out
+
+
+def grid_lines(quick: bool = False) -> list[dict[str, Any]]:
+    """The configurations of the acceptance grid, in the order they run: dtype, data, start,
+    k (1e4 to 1e6 at m = 1000, n = 4), then the ragged lines (k = 1e4, NaN runs over
+    :data:`RAGGED_FRACTION` of the points, the auto start).
+
+    Examples
+    --------
+    >>> lines = grid_lines()
+    >>> len(lines), lines[-1]
+    (28, {'dtype': 'float64', 'source': 'host', 'start': 'auto', 'k': 10000, 'ragged': True})
+    """
+    ks = (10**4, 10**5) if quick else (10**4, 10**5, 10**6)
+    lines = [{"dtype": dt, "source": src, "start": st, "k": k, "ragged": False}
+             for dt in ("float32", "float64") for src in ("device", "host")
+             for st in ("auto", "truth") for k in ks]
+    lines += [{"dtype": dt, "source": src, "start": "auto", "k": 10**4, "ragged": True}
+              for dt in ("float32", "float64") for src in ("device", "host")]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,15 +392,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.counts:
         for rec in stand_in_counts():
             _emit(rec, args.json)
-        for dev in DEVICES:
-            for dt in ("float32", "float64"):
-                for src in ("device", "host"):
-                    for st in ("auto", "truth"):
-                        p = predict(dev, dt, src, st, 10**6)
-                        _emit({"check": "model", "device": dev, "dtype": dt, "data": src,
-                               "start": st, "k": 10**6,
-                               "fits_per_s": round(p["fits_per_s"]),
-                               "target": TARGETS[(dt, src)]}, args.json)
+        for dev in DEVICES:  # the model's figure for every line of the GPU grid
+            for ln in grid_lines(args.quick):
+                p = predict(dev, ln["dtype"], ln["source"], ln["start"], ln["k"],
+                            ragged=ln["ragged"])
+                _emit({"check": "model", "device": dev, "dtype": ln["dtype"],
+                       "data": ln["source"], "start": ln["start"], "k": ln["k"], "m": 1000,
+                       "n": 4, "nan_fraction": RAGGED_FRACTION if ln["ragged"] else 0.0,
+                       "model_fits_per_s": round(p["fits_per_s"]),
+                       "target": TARGETS[(ln["dtype"], ln["source"])]}, args.json)
         return 0
     from peakfit.errors import GPUUnavailableError
     from peakfit.gpu import require_cupy
@@ -323,13 +420,10 @@ def main(argv: list[str] | None = None) -> int:
                                 device="gpu", dtype="float32")
     peakfit.fit_gaussians_batch(*_device_batch(cp, 256, 1000, 4, 0, "float64")[:2], 4,
                                 device="gpu", dtype="float64")
-    ks = (10**4, 10**5) if args.quick else (10**4, 10**5, 10**6)
-    for dt in ("float32", "float64"):
-        for src in ("device", "host"):
-            for st in ("auto", "truth"):
-                for k in ks:
-                    _emit(grid_record(cp, dt, src, st, k, 1000, 4, dev), args.json)
-                    cp.get_default_memory_pool().free_all_blocks()
+    for ln in grid_lines(args.quick):
+        _emit(grid_record(cp, ln["dtype"], ln["source"], ln["start"], ln["k"], 1000, 4, dev,
+                          ln["ragged"]), args.json)
+        cp.get_default_memory_pool().free_all_blocks()
     total = args.stream if args.stream is not None else (10**6 if args.quick else 10**7)
     if total:
         _emit(stream_record(cp, total, 10**5, "float32", dev), args.json)

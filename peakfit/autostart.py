@@ -32,28 +32,33 @@ Algorithm (every step vectorised over spectra; NumPy or CuPy)
    averaged in bins (``downsample=`` sets the factor; ``smooth=`` smooths the data first).
    Spectra of a batch that need different bin sizes are processed as groups, so every spectrum
    gets the same start alone or in a batch.
-4. **Candidates** (two per spectrum, computed as rows of one batched pass): *peeling* of the
+4. **Candidates**, in two stages. *The cheap path* (every spectrum): *peeling* of the
    lightly smoothed data: the highest point of the residual gives a height and a centre
    (refined by a parabola); the width comes from the half-maximum crossing on the side nearer
    the top (the side less disturbed by a neighbour), ``c = hwhm / sqrt(ln 2)``; that Gaussian is
-   subtracted and the next peak peeled, ``n`` times. The second candidate subtracts Gaussians of
-   half that width (narrow, as MATLAB's estimator does), which leaves more of a blend of
-   overlapping peaks to the next steps. With a polynomial baseline, a third candidate comes
-   from greedy pursuit (:func:`_pursuit`): ``n`` times, the Gaussian of a grid (centres at the
-   bins, ``_PURSUIT_WIDTHS`` widths) that most lowers the sum of squares with the terms chosen
-   so far and the baseline, all linear coefficients re-fitted.
+   subtracted and the next peak peeled, ``n`` times. With a polynomial baseline, a second
+   candidate comes from greedy pursuit (:func:`_pursuit`): ``n`` times, the Gaussian of a grid
+   (centres at the bins, ``_PURSUIT_WIDTHS`` widths) that most lowers the sum of squares with
+   the terms chosen so far and the baseline, all linear coefficients re-fitted. These are
+   refined (step 5), and *the gate* applies the tests of step 6 to the best of them (the sum of
+   squares test at ``_GATE_SSE_SIGMAS``). Only the spectra it flags (standard batch: about
+   2 %) take *the full path*: another peeling candidate that subtracts Gaussians of half the
+   width (narrow, as MATLAB's estimator does, leaving more of a blend of overlapping peaks to
+   the next steps) and, without a baseline, pursuit (``_PURSUIT_GATED``), refined and compared
+   with the cheap candidates, then the repair of step 6. The gate's row selection is the cheap
+   path's only host synchronisation on a GPU.
 5. **Coarse refinement**: the shared solver (:func:`peakfit.solvers.lm.levenberg_marquardt`,
-   Marquardt damping from ``_LAM0``, loose tolerances) for all candidates of all spectra at once
-   on the binned data, baseline free, heights >= 0, centres near the data (with a baseline:
-   by variable projection, :mod:`peakfit.solvers.vp`, heights and baseline eliminated and
-   unbounded, ``_COARSE_VP``); each candidate stops
-   when a step gains less than 0.1 %, and candidates more than ``_KEEP`` times worse than their
-   spectrum's best are dropped after a few steps (through the solver's callback).
-6. **Repair** of spectra whose best candidate looks wrong: residuals correlated from bin to bin
-   (lag-1 autocorrelation above ``2/sqrt(M)``), a sum of squares above the noise level, the
-   other candidate nearly as good (within a factor 1.5) with different centres, a wasted
-   peak (height within three noise levels of zero, or width at its lower bound), or a weak,
-   narrow peak on the flank of a wide one (a close pair fitted by one term). Variants:
+   Marquardt damping from ``_LAM0``, loose tolerances) for the candidates of a stage, all
+   spectra at once, on the binned data, baseline free, heights >= 0, centres near the data
+   (with a baseline: by variable projection, :mod:`peakfit.solvers.vp`, heights and baseline
+   eliminated and unbounded, ``_COARSE_VP``); each candidate stops when a step gains less than
+   0.1 %, and candidates more than ``_KEEP`` times worse than their spectrum's best are dropped
+   after a few steps (through the solver's callback).
+6. **Repair** of the gated spectra whose best candidate looks wrong: residuals correlated from
+   bin to bin (lag-1 autocorrelation above ``2/sqrt(M)``), a sum of squares above the noise
+   level, another candidate nearly as good (within a factor 1.5) with different centres, a
+   wasted peak (height within three noise levels of zero, or width at its lower bound), or a
+   weak, narrow peak on the flank of a wide one (a close pair fitted by one term). Variants:
    each peak in turn moved to the largest residual feature; each peak in turn split in two (the
    second half taking the slot of the weakest, or of the nearest, other peak); all heights
    re-fitted by linear least squares. They are refined as in 5 together with the current best,
@@ -113,6 +118,19 @@ _REPAIR_ROUNDS = 5
 #: A further repair round also where the new best still has a wasted term (hard benchmark,
 #: 150 spectra: 91.3 -> 94.0 %).
 _REPAIR_DEGENERATE = True
+#: Gate of the cheap path (step 4): every spectrum gets one candidate (peeling) refined on the
+#: binned data; only those that fail the misfit, wasted-term or shoulder tests take the other
+#: candidates and the repair rounds. False: every spectrum takes the full path.
+_GATE = True
+#: The gate's sum-of-squares test, in standard deviations of chi^2 (``_SSE_SIGMAS`` is the
+#: full path's): the noise estimate's own error widens the spread of that statistic (standard
+#: batch: 1.3 instead of 1), so 2 sigmas sent 7.7 % of well-fitted spectra on, 3 sigmas 1.8 %.
+_GATE_SSE_SIGMAS = 3.0
+#: The pursuit candidate (with a polynomial baseline) on the cheap path rather than only on
+#: the gated-out spectra.
+_CHEAP_PURSUIT = True
+#: Baselines whose gated-out spectra also get the pursuit candidate (step 4).
+_PURSUIT_GATED = ("none",)
 #: Repair variants of step 6: "move" (each peak to the largest residual feature), "split"
 #: (each peak in two), "drop" and "merge" (birth/death moves, see :func:`_rebirths`).
 _VARIANTS = ("move", "split", "drop", "merge")
@@ -138,8 +156,8 @@ _LAM0 = 1e-2
 #: :func:`peakfit.solvers.lm.levenberg_marquardt`): the start is the optimum of the binned data,
 #: close to the raw one, so the final fit starts with nearly Gauss-Newton steps.
 LAM0 = 1e-3
-#: Up to this many rows, the coarse solver masks finished rows rather than compacting, and
-#: up to half as many it evaluates without the fused path (less fixed cost for small arrays).
+#: Up to this many rows, the coarse solver masks finished rows rather than compacting (less
+#: fixed cost for small arrays).
 _FEW_ROWS = 64
 #: Another candidate within this factor of the best SSE, elsewhere, makes a spectrum ambiguous.
 _AMBIGUOUS = 1.5
@@ -298,12 +316,16 @@ def _moving(xp: Any, Y: Any, width: int) -> Any:
     if w <= 1:
         return Y
     h = (w - 1) // 2
-    i = np.arange(m)
-    hh = np.minimum(h, np.minimum(i, m - 1 - i))
-    lo = xp.asarray(i - hh)
-    hi = xp.asarray(i + hh + 1)
     cs = xp.concatenate([xp.zeros((k, 1), dtype=Y.dtype), xp.cumsum(Y, axis=1)], axis=1)
-    return (cs[:, hi] - cs[:, lo]) / xp.asarray(2 * hh + 1, dtype=Y.dtype)
+    out = xp.empty(Y.shape, dtype=Y.dtype)
+    # the full windows by slices; the h shrinking windows at each end by indices (the same
+    # differences of the same cumulative sums, so the same values: 3x faster at k=2000)
+    out[:, h : m - h] = (cs[:, w:] - cs[:, : m + 1 - w]) / xp.asarray(w, dtype=Y.dtype)
+    i = np.arange(h)
+    wi = xp.asarray(2 * i + 1, dtype=Y.dtype)
+    out[:, :h] = cs[:, xp.asarray(2 * i + 1)] / wi
+    out[:, xp.asarray(m - 1 - i)] = (cs[:, m : m + 1] - cs[:, xp.asarray(m - 2 * i - 1)]) / wi
+    return out
 
 
 def _user_smooth(xp: Any, x: Any, Z: Any, spec: tuple[str, float]) -> Any:
@@ -325,7 +347,7 @@ def _user_smooth(xp: Any, x: Any, Z: Any, spec: tuple[str, float]) -> Any:
     return xp.asarray(out)
 
 
-def _noise(xp: Any, U: Any, S: Any) -> Any:
+def _noise(xp: Any, U: Any, S: Any, W: Any = None) -> Any:
     """Noise standard deviation of each row of S (k, m) at abscissae U ((m,) or (k, m)).
 
     Every interior point is predicted from its two neighbours on each side by the cubic through
@@ -334,18 +356,46 @@ def _noise(xp: Any, U: Any, S: Any) -> Any:
     standard deviation, estimated robustly as ``median|e| / 0.6745``. For evenly spaced x, and
     for ``m >= _NOISE_INDEX_M`` points (where peaks span many samples and spacing matters
     little), this is the fourth difference in the index, ``/ sqrt(70)``.
+
+    ``W`` (k, m), optional, marks the valid points (1) of each row: only predictions from five
+    valid neighbouring points count, each row's median is taken over its own, and evenness and
+    ``m`` are those of the row's valid points. For a row whose valid points are contiguous (the
+    pipeline's ragged rows), the estimate is the one of those points alone. Decided on the
+    device, row by row (no host synchronisation there).
     """
     k, m = S.shape
     if m < 8:
         return xp.zeros(k)
     h = (m - 4) // 2
+    if W is not None:
+        return _noise_masked(xp, U, S, W)
     uniform = m >= _NOISE_INDEX_M
+    if not uniform and xp is not np:  # on a GPU: both estimates, chosen per row
+        d2 = xp.abs(U[..., 2:] - 2.0 * U[..., 1:-1] + U[..., :-2]).max(axis=-1)
+        index = xp.partition(_fourth(S), h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
+        cubic = xp.partition(_cubic_errors(xp, U, S), h, axis=1)[:, h] / 0.6745
+        return xp.where((d2 <= 2e-4 / (m - 1)) | ~xp.isfinite(cubic), index, cubic)
     if not uniform:
         d2 = U[..., 2:] - 2.0 * U[..., 1:-1] + U[..., :-2]
         uniform = float(to_numpy(xp.abs(d2).max()).item()) <= 2e-4 / (m - 1)
     if uniform:  # the fourth difference in the index
-        e = xp.abs(S[:, 4:] - 4.0 * (S[:, 3:-1] + S[:, 1:-3]) + 6.0 * S[:, 2:-2] + S[:, :-4])
-        return xp.partition(e, h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
+        return xp.partition(_fourth(S), h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
+    e = _cubic_errors(xp, U, S)
+    out = xp.partition(e, h, axis=1)[:, h] / 0.6745
+    if not bool(xp.isfinite(out).all()):  # repeated abscissae: fall back to the index
+        alt = xp.partition(_fourth(S), h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
+        out = xp.where(xp.isfinite(out), out, alt)
+    return out
+
+
+def _fourth(S: Any) -> Any:
+    """|Fourth difference| of each row of S in the index (k, m - 4)."""
+    return abs(S[:, 4:] - 4.0 * (S[:, 3:-1] + S[:, 1:-3]) + 6.0 * S[:, 2:-2] + S[:, :-4])
+
+
+def _cubic_errors(xp: Any, U: Any, S: Any) -> Any:
+    """|Error| of each interior point of S (k, m) predicted by the cubic through its two
+    neighbours on each side, over its noise factor (k, m - 4); inf where abscissae repeat."""
     X = U if U.ndim == 2 else U[None, :]
     xi = X[:, 2:-2]
     nb = [X[:, 0:-4], X[:, 1:-3], X[:, 3:-1], X[:, 4:]]
@@ -362,13 +412,35 @@ def _noise(xp: Any, U: Any, S: Any) -> Any:
             pred = pred + w * ys[j]
             w2 = w2 + w * w
         e = xp.abs(S[:, 2:-2] - pred) / xp.sqrt(w2)
-    e = xp.where(xp.isfinite(e), e, xp.inf)
-    out = xp.partition(e, h, axis=1)[:, h] / 0.6745
-    if not bool(xp.isfinite(out).all()):  # repeated abscissae: fall back to the index
-        e4 = xp.abs(S[:, 4:] - 4.0 * (S[:, 3:-1] + S[:, 1:-3]) + 6.0 * S[:, 2:-2] + S[:, :-4])
-        alt = xp.partition(e4, h, axis=1)[:, h] / (0.6745 * math.sqrt(70.0))
-        out = xp.where(xp.isfinite(out), out, alt)
-    return out
+    return xp.where(xp.isfinite(e), e, xp.inf)
+
+
+def _row_median(xp: Any, E: Any, ok: Any) -> Any:
+    """``median`` of each row of E over the entries ``ok`` (the upper one of an even count,
+    as ``partition`` at ``count // 2``); inf where a row has none."""
+    cnt = ok.sum(axis=1)
+    srt = xp.sort(xp.where(ok, E, xp.inf), axis=1)
+    idx = xp.minimum(cnt // 2, E.shape[1] - 1)
+    return xp.where(cnt > 0, xp.take_along_axis(srt, idx[:, None], axis=1)[:, 0], xp.inf)
+
+
+def _noise_masked(xp: Any, U: Any, S: Any, W: Any) -> Any:
+    """:func:`_noise` of rows with missing points (``W`` 0), decided row by row."""
+    k, m = S.shape
+    V = W > 0
+    ok5 = V[:, 4:] & V[:, 3:-1] & V[:, 2:-2] & V[:, 1:-3] & V[:, :-4]
+    mr = V.sum(axis=1)
+    Ur = xp.broadcast_to(U if U.ndim == 2 else U[None, :], (k, m))
+    ok3 = V[:, 2:] & V[:, 1:-1] & V[:, :-2]
+    d2 = xp.where(ok3, xp.abs(Ur[:, 2:] - 2.0 * Ur[:, 1:-1] + Ur[:, :-2]), 0.0).max(axis=1)
+    uniform = (mr >= _NOISE_INDEX_M) | (d2 <= 2e-4 / xp.maximum(mr - 1, 1))
+    index = _row_median(xp, _fourth(S), ok5) / (0.6745 * math.sqrt(70.0))
+    if xp is np and uniform.all():  # on NumPy the check is free: skip the cubic errors
+        out = index
+    else:
+        cubic = _row_median(xp, _cubic_errors(xp, Ur, S), ok5) / 0.6745
+        out = xp.where(uniform | ~xp.isfinite(cubic), index, cubic)
+    return xp.where((mr >= 8) & xp.isfinite(out), out, 0.0)
 
 
 def _pilot_fwhm(xp: Any, S: Any) -> Any:
@@ -383,6 +455,30 @@ def _pilot_fwhm(xp: Any, S: Any) -> Any:
     left = xp.where(below & (idx < kk[:, None]), idx, -m).max(axis=1)
     right = xp.where(below & (idx > kk[:, None]), idx, 2 * m).min(axis=1)
     return xp.minimum(kk - left, right - kk) * 2
+
+
+def _pilot_fwhm_masked(xp: Any, S: Any, U: Any, W: Any) -> Any:
+    """:func:`_pilot_fwhm` of rows with missing points (``W`` 0): the crossings are searched
+    among the valid points and measured in x, in units of the row's median spacing, so that a
+    gap (missing points) next to the top does not pass for a narrow feature."""
+    k, m = S.shape
+    V = W > 0
+    Ur = xp.broadcast_to(U if U.ndim == 2 else U[None, :], (k, m))
+    Ss = _moving(xp, S, 5)
+    kk = xp.argmax(xp.where(V, Ss, -xp.inf), axis=1)
+    rows = xp.arange(k)
+    half = 0.5 * Ss[rows, kk]
+    idx = xp.arange(m)[None, :]
+    below = V & (Ss < half[:, None])
+    left = xp.where(below & (idx < kk[:, None]), idx, -1).max(axis=1)
+    right = xp.where(below & (idx > kk[:, None]), idx, m).min(axis=1)
+    u0 = Ur[rows, kk]
+    dl = xp.where(left >= 0, u0 - Ur[rows, xp.maximum(left, 0)], xp.inf)
+    dr = xp.where(right < m, Ur[rows, xp.minimum(right, m - 1)] - u0, xp.inf)
+    du = _row_median(xp, Ur[:, 1:] - Ur[:, :-1], V[:, 1:] & V[:, :-1])
+    du = xp.where(du > 0, du, xp.inf)
+    fw = 2.0 * xp.minimum(dl, dr) / du
+    return xp.where(xp.isfinite(fw), xp.floor(xp.minimum(fw, 2.0 * m)), 2 * m).astype(xp.int64)
 
 
 def _bin_edges(m: int, q: int) -> np.ndarray:
@@ -493,6 +589,7 @@ def auto_start(
     return_info: bool = False,
     coarse_iter: int = 12,
     chunk_size: int | None = None,
+    missing: bool | None = None,
 ) -> Any:
     """Robust start points for a batch of spectra (the ``start='auto'`` estimator).
 
@@ -528,6 +625,12 @@ def auto_start(
     chunk_size : int, optional
         Spectra per chunk, to bound memory; by default chosen from the problem size. Without
         ``n_trials`` the result does not depend on it.
+    missing : bool, optional
+        Whether some value of ``x`` or ``Y`` is not finite (a missing point), if the caller
+        knows; by default checked once for the whole call (a host synchronisation on a GPU).
+        With missing points every row is started in one pass, its missing points masked
+        (weight 0 in every step); a row whose valid points are contiguous gets the start
+        of those points alone to within the binning (edge baseline and noise exactly).
 
     Notes
     -----
@@ -589,6 +692,8 @@ def auto_start(
 
             budget = max(budget, work_elements())
         chunk_size = max(1, budget // per)
+    if missing is None:  # once for the call: every chunk takes the same path
+        missing = not bool(xp.isfinite(Y).all() & xp.isfinite(x).all())
     parts = []
     infos = []
     for s0 in range(0, k, int(chunk_size)):
@@ -596,7 +701,7 @@ def auto_start(
         xc = x if x.ndim == 1 else x[s0:s1]
         p, info = _estimate(
             model, xc, Y[s0:s1], spec, q_user, trials, int(seed) + s0, int(coarse_iter),
-            return_info,
+            return_info, bool(missing),
         )
         parts.append(p)
         infos.append(info)
@@ -647,18 +752,28 @@ class _Prep:
 
 def _prepare(
     model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None, force: Any = None,
+    missing: bool | None = None,
 ) -> _Prep:
     """Steps 1-2: validity, normalisation, baseline, polarity, user smoothing, noise.
     ``force`` (k,), +1 or -1, imposes the polarity of spectra whose baseline is fitted by
-    asymmetric least squares (the others keep theirs)."""
+    asymmetric least squares (the others keep theirs). ``missing``: whether some point of x
+    or Y is not finite (None: checked here, a host synchronisation on a GPU); with missing
+    points every step masks them (weights ``W``), all rows in one pass.
+
+    No host synchronisation when ``missing`` is given: the choices between the edge and the
+    asymmetric baseline and between the noise estimators are made row by row on the device
+    (on NumPy, the asymmetric fits run only where some row needs them)."""
     xp = get_xp(x, Y)
     k = Y.shape[0]
     n = model.n
     nb = len(model.baseline_names)
-    xfin = xp.isfinite(x)
-    finite = xp.isfinite(Y) & (xfin if x.ndim == 2 else xfin[None, :])
-    all_finite = bool(finite.all())
-    X = x if bool(xfin.all()) else xp.where(xfin, x, 0.0)
+    if missing is False:  # the caller knows: every value is finite
+        all_finite, finite, X = True, None, x
+    else:
+        xfin = xp.isfinite(x)
+        finite = xp.isfinite(Y) & (xfin if x.ndim == 2 else xfin[None, :])
+        all_finite = not missing if missing is not None else bool(finite.all())
+        X = xp.where(xfin, x, 0.0)  # the same values where x is finite: no check needed
     Xr = _rows(X, k)
     if all_finite:
         xmin, xmax = Xr[:, :1], Xr[:, -1:]
@@ -677,13 +792,14 @@ def _prepare(
         U = (X - x0[0, 0]) / sx[0, 0]
     else:
         U = (X - x0) / sx
-    Yf = xp.where(finite, Y, 0.0)
+    Yf = Y if all_finite else xp.where(finite, Y, 0.0)
     sy = xp.abs(Yf).max(axis=1, keepdims=True)
     sy = xp.where((sy > 0) & xp.isfinite(sy), sy, 1.0)
     Z = Yf / sy
     W = None if all_finite else finite.astype(Z.dtype)
+    V = None if all_finite else finite
     if nb:
-        q0 = baseline_start(model, U, Z)
+        q0 = baseline_start(model, U, Z, valid=V)
         q0 = xp.where(xp.isfinite(q0), q0, 0.0)
         S = Z - model.evaluate(U, xp.concatenate([xp.zeros((k, 3 * n)), q0], axis=1))
     else:
@@ -696,21 +812,21 @@ def _prepare(
         # the edge fit stays where it leaves no dip below the data (in the polarity of the
         # peaks) deeper than _BASELINE_DIP noise levels; elsewhere a peak lifted it, and the
         # baseline is fitted from below the (signed) peaks instead
-        noise = _noise(xp, U, Z)
+        noise = _noise(xp, U, Z, W)
         dip = (S * sign[:, None]).min(axis=1)
         lifted = dip < -_BASELINE_DIP * noise
         ambiguous = (dip < -_POLARITY_DIP * noise) & (
             -dip > _POLARITY_RATIO * (S * sign[:, None]).max(axis=1))
         if force is not None:
             lifted = xp.ones(k, dtype=bool)
-        if bool(lifted.any()):
+        if xp is not np or bool(lifted.any()):  # on a GPU: both fits, chosen per row
             # fitted from below the peaks and from above the dips: the polarity is the one
             # whose baseline touches the data (within _CONTACT noise levels) at more points
             # (the baseline between peaks, rather than the tops of dips)
             zq = xp.zeros((k, 3 * n))
             fits = []
             for sg in (1.0, -1.0):
-                qa = baseline_start(model, U, sg * Z, method=_BASELINE_METHOD)
+                qa = baseline_start(model, U, sg * Z, method=_BASELINE_METHOD, valid=V)
                 qa = xp.where(xp.isfinite(qa), qa, 0.0)
                 Sa = sg * Z - model.evaluate(U, xp.concatenate([zq, qa], axis=1))
                 if W is not None:
@@ -731,49 +847,66 @@ def _prepare(
         Z = _user_smooth(xp, x, Z, spec)
         S = _user_smooth(xp, x, S, spec)
     return _Prep(U=U, Z=Z, S=S, W=W, q0=q0, sign=sign, x0=x0, sx=sx, sy=sy,
-                 noise=_noise(xp, U, S), ambiguous=ambiguous)
+                 noise=_noise(xp, U, S, W), ambiguous=ambiguous)
 
 
-def _bin_factors(xp: Any, S: Any, q_user: int | None) -> np.ndarray:
-    """Per-spectrum bin size (host int array): ``q_user``, or about a tenth of the largest
-    feature's FWHM in samples, rounded down to 1, 2, 3, 4, 6, 8, 12, 16, ... (few groups)."""
+def _bin_factors(xp: Any, S: Any, q_user: int | None, W: Any = None, U: Any = None) -> Any:
+    """Per-spectrum bin size (int array on the device of S): ``q_user``, or about a tenth of the
+    largest feature's FWHM in samples, rounded down to 1, 2, 3, 4, 6, 8, 12, 16, ... (few
+    groups); at most a hundredth of the row's points (of its valid points ``W``), 1 below
+    ``2 * _MIN_BINS`` points. No host synchronisation: :func:`_estimate` reads the sizes."""
     k, m = S.shape
+    mr = m if W is None else (W > 0).sum(axis=1)
     if q_user is not None:
-        return np.full(k, max(1, min(q_user, m)), dtype=np.int64)
-    if m < 2 * _MIN_BINS:
-        return np.ones(k, dtype=np.int64)
-    q = np.asarray(to_numpy(_pilot_fwhm(xp, S))) // int(_BINS_PER_FWHM)
-    q = np.clip(q, 1, max(1, m // _MIN_BINS))
-    p2 = 2 ** np.floor(np.log2(q))
-    return np.where(q >= 1.5 * p2, 1.5 * p2, p2).astype(np.int64)
+        return xp.maximum(xp.minimum(xp.full(k, q_user, dtype=xp.int64), mr), 1)
+    if W is None and m < 2 * _MIN_BINS:
+        return xp.ones(k, dtype=xp.int64)
+    fw = _pilot_fwhm(xp, S) if W is None else _pilot_fwhm_masked(xp, S, U, W)
+    q = fw // int(_BINS_PER_FWHM)
+    q = xp.minimum(xp.maximum(q, 1), xp.maximum(mr // _MIN_BINS, 1))
+    if W is not None:
+        q = xp.where(mr < 2 * _MIN_BINS, 1, q)
+    p2 = 2.0 ** xp.floor(xp.log2(q.astype(xp.float64)))
+    return xp.where(q >= 1.5 * p2, 1.5 * p2, p2).astype(xp.int64)
 
 
 def _estimate(
     model: GaussianModel, x: Any, Y: Any, spec: tuple[str, float] | None, q_user: int | None,
-    trials: int, seed: int, iters: int, want_info: bool = False,
+    trials: int, seed: int, iters: int, want_info: bool = False, missing: bool | None = None,
 ) -> tuple[Any, AutoStartInfo | None]:
     """Steps 1-7 for a chunk of spectra; spectra with different bin sizes run as groups.
     Where the polarity came from an asymmetric baseline fit (step 2), both polarities are
-    solved and the start with the lower sum of squares on the raw data is kept."""
+    solved and the start with the lower sum of squares on the raw data is kept.
+
+    Steps 1-2 decide on the device; the host reads their outcome once (the bin size of every
+    spectrum and whether its polarity is in doubt, one transfer): the one host
+    synchronisation of steps 1-2 in a chunk (``missing`` given)."""
     xp = get_xp(x, Y)
     k = Y.shape[0]
-    prep = _prepare(model, x, Y, spec)
-    qs = _bin_factors(xp, prep.S, q_user)
-    if not _BOTH_POLARITIES or prep.ambiguous is None or not bool(prep.ambiguous.any()):
+    prep = _prepare(model, x, Y, spec, missing=missing)
+    qd = _bin_factors(xp, prep.S, q_user, prep.W, prep.U)
+    amb = prep.ambiguous if _BOTH_POLARITIES else None
+    if amb is not None:
+        qd = xp.concatenate([qd, amb.astype(qd.dtype)])
+    host = np.asarray(to_numpy(qd))  # the host's one read of steps 1-2
+    qs = host[:k]
+    if amb is None or not host[k:].any():
         return _estimate_prep(model, prep, qs, trials, seed, iters, want_info)
     # the other polarity of the doubtful spectra, as extra rows of the same pass (same bins)
-    rows_h = np.flatnonzero(to_numpy(prep.ambiguous))
+    rows_h = np.flatnonzero(host[k:])
     rows = xp.asarray(rows_h)
     xr = x if x.ndim == 1 else x[rows]
     Yr = Y[rows]
-    alt = _prepare(model, xr, Yr, spec, force=-prep.sign[rows])
+    masked = prep.W is not None
+    alt = _prepare(model, xr, Yr, spec, force=-prep.sign[rows], missing=masked)
     both = _concat(prep, alt)
     p2, info2 = _estimate_prep(model, both, np.concatenate([qs, qs[rows_h]]), trials, seed,
                                iters, want_info)
     p, pa = p2[:k], p2[k:]
     # each polarity's start refined on the raw data (the binned optimum can misrank them)
     r = rows_h.size
-    both_p, both_s = _raw_refine(model, xr, Yr, xp.concatenate([p[rows], pa], axis=0))
+    both_p, both_s = _raw_refine(model, xr, Yr, xp.concatenate([p[rows], pa], axis=0),
+                                 missing=masked)
     better = both_s[r:] < both_s[:r]
     p[rows] = xp.where(better[:, None], both_p[r:], both_p[:r])
     info = None
@@ -803,18 +936,22 @@ def _concat(a: _Prep, b: _Prep) -> _Prep:
     )
 
 
-def _raw_refine(model: GaussianModel, x: Any, Y: Any, p: Any) -> tuple[Any, Any]:
+def _raw_refine(model: GaussianModel, x: Any, Y: Any, p: Any,
+                missing: bool | None = None) -> tuple[Any, Any]:
     """Starts p (j*k, P), j per spectrum of Y (k, m), refined on the raw data in the
     original units (the caller's solver and tolerances, at most ``_RAW_ITER`` steps,
-    non-finite points ignored). Returns (p, sse)."""
+    non-finite points ignored: ``missing`` says whether there are any, None: checked).
+    Returns (p, sse)."""
     xp = get_xp(Y, p)
     j = p.shape[0] // Y.shape[0]
-    fin = xp.isfinite(Y) & (xp.isfinite(x) if x.ndim == 2 else xp.isfinite(x)[None, :])
+    xfin = xp.isfinite(x)
+    fin = xp.isfinite(Y) & (xfin if x.ndim == 2 else xfin[None, :])
+    if missing is None:
+        missing = not bool(fin.all())
     Yr = xp.tile(xp.where(fin, Y, 0.0), (j, 1))
-    xr = x if x.ndim == 1 else xp.tile(x, (j, 1))
-    w = None if bool(fin.all()) else xp.tile(fin.astype(Yr.dtype), (j, 1))
-    if x.ndim == 1 and not bool(xp.isfinite(x).all()):
-        xr = xp.where(xp.isfinite(x), x, 0.0)
+    xf = xp.where(xfin, x, 0.0)  # the same values where x is finite
+    xr = xf if x.ndim == 1 else xp.tile(xf, (j, 1))
+    w = xp.tile(fin.astype(Yr.dtype), (j, 1)) if missing else None
     res = levenberg_marquardt(NormalEquations(model, xr, Yr, w), p, model.default_lower(),
                               model.default_upper(), max_iter=_RAW_ITER,
                               max_fun_evals=2 * _RAW_ITER, lam0=LAM0)
@@ -892,67 +1029,55 @@ def _solve_group(
     span_u = _rows(Ub, k)[:, -1] - _rows(Ub, k)[:, 0]
     du = xp.broadcast_to(xp.where(span_u > 0, span_u / max(M - 1, 1), 2.0 / max(M, 1)), (k,))
 
-    # ---- 4. candidates: peeling with the measured widths and with narrowed widths, as two
-    # rows of one batched pass
+    # ---- 4-5. the cheap path, every spectrum: one candidate (peeling with the measured
+    # widths), refined on the binned data (no host synchronisation)
     floor = xp.maximum(noise_b, 1e-6)
     Ssm = _moving(xp, Sb, 3) if M >= 6 else Sb
-    two = xp.concatenate([Ssm, Ssm], axis=0)
-    U2 = Ub if Ub.ndim == 1 else xp.concatenate([Ub, Ub], axis=0)
-    wfac = xp.concatenate([xp.ones(k), xp.full(k, _NARROW)])
-    pa, pb, pc = _peel(
-        xp, two, U2, xp.concatenate([du, du]), n, xp.concatenate([floor, floor]), wfac
-    )
-    C = 2
-    cands = _pack(xp, pa, pb, pc * wfac[:, None], xp.concatenate([q0, q0], axis=0))
-    # rows (candidate, spectrum) -> (spectrum, candidate)
-    cands = cands.reshape(C, k, P).transpose(1, 0, 2).reshape(k, C, P)
-    if model.baseline in _PURSUIT_BASELINES and Ub.ndim == 1:
-        # a third candidate, chosen together with the baseline (greedy pursuit)
-        extra = _pursuit(xp, model, Ub, Zb, sw, du)
-        cands = xp.concatenate([cands, extra[:, None, :]], axis=1)
-        C = 3
-
-    # ---- 5. coarse refinement of all candidates at once
     lo, hi = _box(xp, model, du)
-    p_all = cands.reshape(k * C, P)
-    p_all, s_all = _refine(model, Ub, Zb, sw, p_all, lo, hi, iters, C)
-    best, sse = _pick(xp, p_all.reshape(k, C, P), s_all.reshape(k, C))
+    narrow = None
+    if xp is np:
+        pa, pb, pc = _peel(xp, Ssm, Ub, du, n, floor, xp.ones(k))
+    else:  # on a GPU: the full path's narrow peeling too, as rows of the same pass (the same
+        # numbers, row by row; half the launches of two passes)
+        wfac = xp.concatenate([xp.ones(k), xp.full(k, _NARROW)])
+        pa, pb, pc = _peel(xp, xp.concatenate([Ssm, Ssm], axis=0),
+                           Ub if Ub.ndim == 1 else xp.concatenate([Ub, Ub], axis=0),
+                           xp.concatenate([du, du]), n, xp.concatenate([floor, floor]), wfac)
+        narrow = _pack(xp, pa[k:], pb[k:], pc[k:] * _NARROW, q0)
+        pa, pb, pc = pa[:k], pb[:k], pc[:k]
+    cands = [_pack(xp, pa, pb, pc, q0)[:, None, :]]
+    pursuit = model.baseline in _PURSUIT_BASELINES and Ub.ndim == 1
+    if pursuit and _CHEAP_PURSUIT:
+        # a second candidate, chosen together with the baseline (greedy pursuit)
+        cands.append(_pursuit(xp, model, Ub, Zb, sw, du)[:, None, :])
+    C = len(cands)
+    p_all, s_all = _refine(model, Ub, Zb, sw, xp.concatenate(cands, axis=1).reshape(k * C, P),
+                           lo, hi, iters, C)
+    p_all, s_all = p_all.reshape(k, C, P), s_all.reshape(k, C)
+    best, sse = _pick(xp, p_all, s_all)
 
-    # ---- 6. repair where the residual shows structure or exceeds the noise
-    todo = (
-        _misfit(xp, model, Ub, Zb, sw, best, sse, noise_b)
-        | _ambiguous(xp, model, p_all.reshape(k, C, P), s_all.reshape(k, C), best, sse)
+    # ---- the gate: spectra whose cheap start looks wrong take the full path (steps 4-6)
+    gate = (
+        _misfit(xp, model, Ub, Zb, sw, best, sse, noise_b, _GATE_SSE_SIGMAS)
         | _degenerate(xp, model, best, lo, noise_b)
         | _shoulder(xp, model, best)
     )
-    for _ in range(_REPAIR_ROUNDS):
-        rows = xp.flatnonzero(todo)
-        if int(rows.size) == 0:
-            break
-        U_r = Ub if Ub.ndim == 1 else Ub[rows]
+    if C > 1:
+        gate = gate | _ambiguous(xp, model, p_all, s_all, best, sse)
+    if not _GATE:
+        gate = xp.ones(k, dtype=bool)
+    rows = xp.flatnonzero(gate)  # the one host synchronisation of the path
+    if int(rows.size):
+        Ub_r = Ub if Ub.ndim == 1 else Ub[rows]
         sw_r = None if sw is None else sw[rows]
-        Z_r = Zb[rows]
-        variants = _repair_candidates(xp, model, U_r, Z_r, sw_r, best[rows], du[rows],
-                                      floor[rows])
-        Cr = variants.shape[1]
-        pv, sv = _refine(model, U_r, Z_r, sw_r, variants.reshape(-1, P), lo[rows], hi[rows],
-                         iters, Cr, _REPAIR_MIN_ITER)
-        rerank = _RERANK_WITHIN > 1.0 and q > 1  # binned: the near-best ranked on the raw data
-        if rerank:
-            pv, sv = _rerank(model, prep.take(rows), pv, sv, lo[rows], hi[rows], Cr)
-        j, nb_best, nb_sse = _pick(xp, pv.reshape(-1, Cr, P), sv.reshape(-1, Cr), True)
-        if rerank:  # back to the binned sum of squares of the pick
-            r_b = Z_r - model.evaluate(U_r, nb_best)
-            r_b = r_b if sw_r is None else r_b * sw_r
-            nb_sse = (r_b * r_b).sum(axis=1)
-        best[rows] = nb_best
-        sse[rows] = nb_sse
-        # another round only where a repair (not the continued best) won and misfit remains
-        again = (j > 0) & (
-            _misfit(xp, model, U_r, Z_r, sw_r, nb_best, nb_sse, noise_b[rows])
-            | (_degenerate(xp, model, nb_best, lo[rows], noise_b[rows]) & _REPAIR_DEGENERATE))
-        todo = xp.zeros(k, dtype=bool)
-        todo[rows] = again
+        best[rows], sse[rows] = _full_path(
+            model, Ub_r, Zb[rows], Ssm[rows], sw_r, du[rows], floor[rows], q0[rows], lo[rows],
+            hi[rows], noise_b[rows], p_all[rows], s_all[rows], iters,
+            None if narrow is None else narrow[rows],
+            Ub.ndim == 1 and (model.baseline in _PURSUIT_GATED
+                              or (pursuit and not _CHEAP_PURSUIT)),
+            prep.take(rows) if q > 1 else None,  # raw data for _rerank (binned rows only)
+        )
 
     # ---- 7. random trials, refined fully on the raw data
     if trials > 0:
@@ -969,6 +1094,74 @@ def _solve_group(
     p = model.unscale(best, prep.x0, prep.sx, prep.sy)
     p = xp.where(xp.isfinite(p), p, 0.0)
     return model.sort_peaks(p)[0], info
+
+
+def _full_path(
+    model: GaussianModel, Ub: Any, Zb: Any, Ssm: Any, sw: Any, du: Any, floor: Any, q0: Any,
+    lo: Any, hi: Any, noise_b: Any, p_cheap: Any, s_cheap: Any, iters: int, narrow: Any,
+    pursuit: bool, raw: _Prep | None = None,
+) -> tuple[Any, Any]:
+    """Steps 4-6 for the spectra that the gate sent on (binned data of those rows only):
+    the other candidates (narrow peeling; pursuit with a polynomial baseline) refined and
+    compared with the cheap path's candidates ``p_cheap`` (k, C0, P) and ``s_cheap`` (k, C0),
+    then the repair rounds, each on the rows still to repair, stopping when none is left.
+    With ``raw`` (the rows' unbinned data), each round's near-best candidates are ranked on it
+    (:func:`_rerank`)."""
+    xp = get_xp(Zb)
+    k = Zb.shape[0]
+    n = model.n
+    P = model.n_params
+    if narrow is None:  # the narrow peeling (unless the cheap path made it)
+        pa, pb, pc = _peel(xp, Ssm, Ub, du, n, floor, xp.full(k, _NARROW))
+        narrow = _pack(xp, pa, pb, pc * _NARROW, q0)
+    cands = [narrow[:, None, :]]
+    if pursuit:  # greedy pursuit with the baseline, where the cheap path has not run it
+        cands.append(_pursuit(xp, model, Ub, Zb, sw, du)[:, None, :])
+    C = len(cands)
+    pc_, sc_ = _refine(model, Ub, Zb, sw, xp.concatenate(cands, axis=1).reshape(k * C, P),
+                       lo, hi, iters, C)
+    p_all = xp.concatenate([p_cheap, pc_.reshape(k, C, P)], axis=1)
+    s_all = xp.concatenate([s_cheap, sc_.reshape(k, C)], axis=1)
+    best, sse = _pick(xp, p_all, s_all)
+
+    # ---- 6. repair where the residual shows structure or exceeds the noise
+    todo = (
+        _misfit(xp, model, Ub, Zb, sw, best, sse, noise_b)
+        | _ambiguous(xp, model, p_all, s_all, best, sse)
+        | _degenerate(xp, model, best, lo, noise_b)
+        | _shoulder(xp, model, best)
+    )
+    for _ in range(_REPAIR_ROUNDS):
+        # compact to the rows still to repair (one host synchronisation a round on a GPU:
+        # cheaper there than masked rounds over every row, see _MASKED_ROUNDS)
+        rows = xp.flatnonzero(todo)
+        if int(rows.size) == 0:
+            break
+        U_r = Ub if Ub.ndim == 1 else Ub[rows]
+        sw_r = None if sw is None else sw[rows]
+        Z_r = Zb[rows]
+        variants = _repair_candidates(xp, model, U_r, Z_r, sw_r, best[rows], du[rows],
+                                      floor[rows])
+        Cr = variants.shape[1]
+        pv, sv = _refine(model, U_r, Z_r, sw_r, variants.reshape(-1, P), lo[rows], hi[rows],
+                         iters, Cr, _REPAIR_MIN_ITER)
+        rerank = raw is not None and _RERANK_WITHIN > 1.0
+        if rerank:  # the near-best ranked on the raw data
+            pv, sv = _rerank(model, raw.take(rows), pv, sv, lo[rows], hi[rows], Cr)
+        j, nb_best, nb_sse = _pick(xp, pv.reshape(-1, Cr, P), sv.reshape(-1, Cr), True)
+        if rerank:  # back to the binned sum of squares of the pick
+            r_b = Z_r - model.evaluate(U_r, nb_best)
+            r_b = r_b if sw_r is None else r_b * sw_r
+            nb_sse = (r_b * r_b).sum(axis=1)
+        best[rows] = nb_best
+        sse[rows] = nb_sse
+        # another round only where a repair (not the continued best) won and misfit remains
+        again = (j > 0) & (
+            _misfit(xp, model, U_r, Z_r, sw_r, nb_best, nb_sse, noise_b[rows])
+            | (_degenerate(xp, model, nb_best, lo[rows], noise_b[rows]) & _REPAIR_DEGENERATE))
+        todo = xp.zeros(k, dtype=bool)
+        todo[rows] = again
+    return best, sse
 
 
 def _baseline_sign(model: GaussianModel, sign: Any) -> Any:
@@ -1029,7 +1222,7 @@ def _refine(
         hir[:, 0:3 * model.n:3] = xp.inf
         solver = partial(variable_projection, model=model)
     if xp is np:
-        ev = NormalEquations(model, Ur, Zr, swr, fused=p.shape[0] > _FEW_ROWS // 2)
+        ev = NormalEquations(model, Ur, Zr, swr)
     else:  # on a GPU: the solver's fused kernel, one launch an evaluation
         from .gpu import FusedNormalEquations
 
@@ -1038,10 +1231,10 @@ def _refine(
         ev, p0=p,
         lower=lor, upper=hir,
         tol_fun=tol_fun, tol_x=_COARSE_TOL_X, max_iter=iters, max_fun_evals=iters + 1,
-        algorithm="Levenberg-Marquardt", lam0=_LAM0, callback=prune,
-        # few rows: mask finished rows instead of compacting every step (same results)
-        # (and on a GPU, where compacting is a host synchronisation)
-        check_every=max(iters, 1) if p.shape[0] <= _FEW_ROWS or xp is not np else 1,
+        algorithm="Levenberg-Marquardt", lam0=_LAM0, callback=prune if C > 1 else None,
+        # few rows: mask finished rows instead of compacting every step (same results);
+        # on a GPU, never compact (a compaction is a host synchronisation)
+        check_every=iters + 1 if p.shape[0] <= _FEW_ROWS or xp is not np else 1,
     )
     return res.p, res.sse
 
@@ -1191,10 +1384,12 @@ def _shoulder(xp: Any, model: GaussianModel, p: Any) -> Any:
 
 
 def _misfit(
-    xp: Any, model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, sse: Any, noise: Any
+    xp: Any, model: GaussianModel, U: Any, Z: Any, sw: Any, p: Any, sse: Any, noise: Any,
+    sigmas: float = _SSE_SIGMAS,
 ) -> Any:
     """Spectra whose fit leaves structure: lag-1 autocorrelation of the residuals above
-    ``_RHO_LIMIT / sqrt(M)`` or a sum of squares above the noise level."""
+    ``_RHO_LIMIT / sqrt(M)`` or a sum of squares above the noise level (by more than
+    ``sigmas`` standard deviations of chi^2)."""
     r = Z - model.evaluate(U, p)
     if sw is not None:
         r = r * sw
@@ -1202,7 +1397,7 @@ def _misfit(
     ss = (r * r).sum(axis=1)
     rho = (r[:, 1:] * r[:, :-1]).sum(axis=1) / xp.maximum(ss, 1e-300)
     dof = max(M - model.n_params, 1)
-    limit = dof * noise * noise * (1.0 + _SSE_SIGMAS * math.sqrt(2.0 / dof))
+    limit = dof * noise * noise * (1.0 + sigmas * math.sqrt(2.0 / dof))
     return (rho > _RHO_LIMIT / math.sqrt(M)) | (sse > limit)
 
 

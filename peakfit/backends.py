@@ -42,9 +42,6 @@ __all__ = ["CPU_CHUNK_ROWS", "Backend", "select_backend"]
 #: Default rows per chunk on the CPU (bounded memory: ~60 bytes x m per row in flight).
 CPU_CHUNK_ROWS = 2048
 
-#: Rows per block inside the NumPy/Numba evaluator (cache-sized work units).
-_CPU_BLOCK_ROWS = 16
-
 
 @dataclass
 class Backend:
@@ -86,8 +83,7 @@ class Backend:
             return FusedNormalEquations(model, x, Y, sqrt_w)
         from .solvers.evaluators import NormalEquations
 
-        return NormalEquations(model, x, Y, sqrt_w, block_rows=_CPU_BLOCK_ROWS,
-                               engine=self.engine)
+        return NormalEquations(model, x, Y, sqrt_w, engine=self.engine)
 
     def chunk_rows(self, m: int, P: int, itemsize: int) -> int:
         """Default rows per chunk for spectra of ``m`` points and ``P`` coefficients."""

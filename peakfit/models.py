@@ -10,9 +10,10 @@ c2, ...`` followed by the baseline coefficients (``d0, d1, d2`` for polynomial b
 NIST StRD Gauss problems).
 
 Every evaluation is batched: parameters have shape ``(k, P)`` for ``k`` spectra and ``x`` is
-either shared ``(m,)`` or per spectrum ``(k, m)``. The same code runs on NumPy and CuPy arrays,
-and the GPU kernels (:mod:`peakfit.gpu.kernels`) are generated from the same term definitions, so
-that the model is written in one place.
+either shared ``(m,)`` or per spectrum ``(k, m)``. Each term kind is written once
+(:class:`TermKind`); the NumPy kernels (:func:`numpy_kernel`), the CuPy evaluation
+(:func:`run_steps`), the Numba kernel and the GPU kernels (:mod:`peakfit.gpu.kernels`) all come
+from these definitions, so that the model is written in one place.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import ast
 import functools
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,7 @@ __all__ = [
     "GaussianModel",
     "TermKind",
     "gauss_model",
+    "numpy_kernel",
     "parse_model_name",
     "register_baseline",
     "render",
@@ -150,8 +153,9 @@ def exp_args(expr: str) -> list[ast.expr]:
 class TermKind:
     """One kind of term of the model (a peak shape or a baseline), written once.
 
-    Every backend is produced from these fields: the NumPy/CuPy evaluation
-    (:meth:`GaussianModel.evaluate`, :func:`term_values`), the Numba kernel
+    Every backend is produced from these fields: the NumPy kernels (:func:`numpy_kernel`,
+    behind :meth:`GaussianModel.evaluate` and :func:`term_values`), the CuPy evaluation
+    (:func:`run_steps`), the Numba kernel
     (:mod:`peakfit.solvers._numba`) and the CUDA source (:mod:`peakfit.gpu.kernels`).
 
     Parameters
@@ -315,6 +319,8 @@ class _Plan:
     xpow: np.ndarray
     ypow: np.ndarray
     remap: dict[str, tuple[tuple[Any, Any, bool], ...]]
+    #: generated NumPy kernels (peak, baseline): ``[values only, values and derivatives]``
+    kernels: tuple[tuple[NumpyKernel, NumpyKernel], ...] = ()
 
 for _kind in (
     TermKind("none", (), (("value", "0"),)),
@@ -393,10 +399,12 @@ def _code(expr: str) -> Any:
 
 def run_steps(kind: TermKind, env: dict[str, Any], xp: Any, outputs: Any = None,
               exp: Callable[[Any], Any] | None = None, dtype: Any = None) -> dict[str, Any]:
-    """Evaluate a term kind's steps with arrays (NumPy or CuPy broadcasting).
+    """Evaluate a term kind's steps with arrays (NumPy or CuPy broadcasting), one by one.
 
     ``env`` holds ``x`` and the parameters, shaped to broadcast; returns ``env`` with the
-    steps added. ``outputs`` limits the work to the steps these names need.
+    steps added. ``outputs`` limits the work to the steps these names need. This is the
+    readable reference (and the CuPy path); NumPy's hot paths run the kernels generated from
+    the same steps (:func:`numpy_kernel`), which give the same numbers.
     """
     if dtype is None:
         dtype = np.result_type(*(getattr(v, "dtype", np.float64) for v in env.values()))
@@ -409,6 +417,340 @@ def run_steps(kind: TermKind, env: dict[str, Any], xp: Any, outputs: Any = None,
         for nm, ex in steps:
             env[nm] = eval(_code(ex), ns, env)  # the checked term language
     return env
+
+
+# ------------------------------------------------------------ generated NumPy evaluation
+#: ``exp(v)`` for ``v`` below ``-EXP_CUT64`` is an exact 0 in :func:`exp_flushed`.
+EXP_CUT64 = 600.0
+
+
+def exp_flushed(v: Any, out: Any = None) -> Any:
+    """``exp(v)``, with the results below ``exp(-600)`` (1e-261) exactly 0 in float64.
+
+    NumPy's SIMD ``exp`` drops to a scalar path ~10x slower for arguments below -708 (results
+    in the subnormal range); a value below 1e-260 is negligible next to any O(1) term. One
+    ``min`` pass tells whether any argument is below -600; only then are they clipped and their
+    results set to 0. Other dtypes get the plain ``exp``. ``out`` may be ``v``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> exp_flushed(np.array([0.0, -700.0, -1.0])).tolist() == [1.0, 0.0, float(np.exp(-1.0))]
+    True
+    """
+    v = np.asarray(v)
+    if v.dtype != np.float64 or not v.size or v.min() >= -EXP_CUT64:  # (NaN: not >=)
+        return np.exp(v, out=out)
+    low = v < -EXP_CUT64
+    out = np.maximum(v, -EXP_CUT64, out=out)
+    np.exp(out, out=out)
+    np.copyto(out, 0.0, where=low)
+    return out
+
+
+_UFUNC = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide",
+          ast.Eq: "equal", ast.NotEq: "not_equal", ast.Lt: "less", ast.LtE: "less_equal",
+          ast.Gt: "greater", ast.GtE: "greater_equal"}
+
+
+@dataclass
+class _Op:
+    """One full-size array operation of a generated evaluation (``fn`` of ``args``)."""
+
+    fn: str  # a NumPy ufunc name, 'exp' or 'where'
+    args: list  # ('s', python text) small | ('b', op index) | ('x',)
+    bool_: bool = False
+    home: Any = None  # ('o', output number) or ('w', buffer) / ('m', bool buffer)
+    uses: int = 0
+    last: int = -1
+    flip: bool = False  # a compare computed negated (for a where that needs the complement)
+
+
+@dataclass(frozen=True)
+class NumpyKernel:
+    """The generated NumPy evaluation of some outputs of one term kind (see :func:`numpy_kernel`).
+
+    ``kernel(params, x, outs, work=None, exp=np.exp)`` evaluates the outputs: ``params`` (one
+    array per parameter of the kind) and ``x`` broadcast together; ``outs`` holds, per output,
+    an array of the broadcast shape to write into or ``None`` (a full-size output is then
+    allocated, a per-spectrum one returned as computed). ``work`` is a :class:`Workspace`
+    reused across calls (default: a fresh one). Returns the outputs, in order.
+    """
+
+    outputs: tuple[str, ...]
+    source: str
+    n_work: int
+    n_mask: int
+    fn: Callable[..., tuple[Any, ...]]
+
+    def __call__(self, params: Any, x: Any, outs: Any = None, work: Workspace | None = None,
+                 exp: Callable[..., Any] = np.exp) -> tuple[Any, ...]:
+        shape = np.broadcast_shapes(np.shape(x), *(np.shape(q) for q in params))
+        dt = np.result_type(x, *params)
+        if dt.kind != "f":
+            dt = np.dtype(np.float64)
+        if outs is None:
+            outs = (None,) * len(self.outputs)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            return self.run(params, x, outs, shape, dt, work or Workspace(), exp)
+
+    def run(self, params: Any, x: Any, outs: Any, shape: tuple[int, ...], dt: Any,
+            work: Workspace, exp: Callable[..., Any]) -> tuple[Any, ...]:
+        """:meth:`__call__` for a caller that knows the shape and dtype (no checks, and no
+        ``np.errstate``: the caller sets it)."""
+        w, m = work.get(shape, dt, self.n_work, self.n_mask)
+        return self.fn(x, *params, *outs, shape, dt, w, m, exp)
+
+
+class Workspace:
+    """Work buffers of generated evaluations, kept for the next call of the same shape.
+
+    Holds the buffers of the last few shapes (a batch's last block is often shorter). Not
+    shared between threads: each evaluator holds its own.
+    """
+
+    def __init__(self, shapes: int = 4) -> None:
+        self._bufs: dict[Any, tuple[list, list]] = {}
+        self._shapes = shapes
+
+    def get(self, shape: tuple[int, ...], dt: Any, nw: int, nm: int) -> tuple[list, list]:
+        """At least ``nw`` float buffers and ``nm`` boolean ones of ``shape`` (C order)."""
+        key = (shape, dt)
+        got = self._bufs.pop(key, None)
+        if got is None:
+            got = ([], [])
+            if len(self._bufs) >= self._shapes:
+                self._bufs.pop(next(iter(self._bufs)))
+        self._bufs[key] = got  # most recent last
+        w, m = got
+        while len(w) < nw:
+            w.append(np.empty(shape, dtype=dt))
+        while len(m) < nm:
+            m.append(np.empty(shape, dtype=bool))
+        return w, m
+
+
+def _ones(v: Any) -> bool:
+    """Whether multiplying by ``v`` changes nothing (all ones)."""
+    try:
+        return bool((v == 1).all())
+    except AttributeError:  # a number
+        return bool(v == 1)
+
+
+def numpy_kernel(kind: TermKind, outputs: Any = None) -> NumpyKernel:
+    """The NumPy evaluation of a term kind's ``outputs``, generated from its steps.
+
+    The result computes what :func:`run_steps` computes (the same operations in the same order,
+    so the same numbers) with common subexpressions evaluated once, one in-place ufunc per
+    full-size operation (``out=``) into output arrays or reused work buffers, per-spectrum
+    steps on their small arrays, and no per-step ``eval``. Cached per kind and outputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> k = numpy_kernel(GAUSS, ("value", "d_a"))
+    >>> v, da = k((np.array([[2.0]]), np.array([[0.0]]), np.array([[1.0]])),
+    ...           np.array([0.0, 1.0]))
+    >>> v.tolist(), da.tolist()
+    ([[2.0, 0.7357588823428847]], [[1.0, 0.36787944117144233]])
+    """
+    outs = tuple(("value", *(f"d_{q}" for q in kind.params)) if outputs is None else outputs)
+    return _numpy_kernel(kind.params, kind.steps, outs)
+
+
+@functools.lru_cache(maxsize=256)
+def _numpy_kernel(params: tuple[str, ...], steps: tuple[tuple[str, str], ...],
+                  outputs: tuple[str, ...]) -> NumpyKernel:
+    src, nw, nm = _generate(params, steps, outputs)
+    ns = {"np": np, "_ones": _ones, "__builtins__": {}}
+    exec(compile(src, "<numpy_kernel>", "exec"), ns)  # generated from the checked language
+    return NumpyKernel(outputs, src, nw, nm, ns["_kernel"])
+
+
+def _constant(text: str) -> bool:
+    """Whether generated per-spectrum code is a number (uses no parameter or step)."""
+    return re.search(r"\b[ps]_\w", text) is None
+
+
+def _generate(params: tuple[str, ...], steps: tuple[tuple[str, str], ...],
+              outputs: tuple[str, ...]) -> tuple[str, int, int]:
+    """Source of ``_kernel(x, *params, *outs, shape, dt, w, m, exp)`` (see :func:`numpy_kernel`)."""
+    needed = _needed(steps, frozenset(outputs))
+    val: dict[str, tuple] = {q: ("s", f"p_{q}") for q in params}
+    val["x"] = ("x",)
+    ops: list[_Op] = []
+    cse: dict[Any, int] = {}
+    small: list[str] = []
+
+    def op(fn: str, args: list, bool_: bool = False) -> tuple:
+        key = (fn, tuple(tuple(a) for a in args))
+        if key not in cse:
+            cse[key] = len(ops)
+            ops.append(_Op(fn, args, bool_))
+        return ("b", cse[key])
+
+    def low(nd: ast.expr) -> tuple:
+        if isinstance(nd, ast.Constant):
+            return ("s", repr(float(nd.value)))
+        if isinstance(nd, ast.Name):
+            return val[nd.id]
+        if isinstance(nd, ast.UnaryOp):
+            v = low(nd.operand)
+            return ("s", f"(-{v[1]})") if v[0] == "s" else op("negative", [v])
+        if isinstance(nd, ast.BinOp):
+            a, b = low(nd.left), low(nd.right)
+            if a[0] == b[0] == "s":
+                return ("s", f"({a[1]} {_BINOPS[type(nd.op)]} {b[1]})")
+            return op(_UFUNC[type(nd.op)], [a, b])
+        if isinstance(nd, ast.Compare):
+            a, b = low(nd.left), low(nd.comparators[0])
+            if a[0] == b[0] == "s":
+                return ("s", f"({a[1]} {_CMPOPS[type(nd.ops[0])]} {b[1]})")
+            return op(_UFUNC[type(nd.ops[0])], [a, b], True)
+        assert isinstance(nd, ast.Call) and isinstance(nd.func, ast.Name)
+        args = [low(a) for a in nd.args]
+        if all(a[0] == "s" for a in args):
+            if nd.func.id == "exp":
+                return ("s", f"exp({args[0][1]})")
+            a1, a2 = (f"_c({a[1]})" if _constant(a[1]) else a[1] for a in args[1:])
+            return ("s", f"np.where({args[0][1]}, {a1}, {a2})")
+        return op(nd.func.id, args)
+
+    maybe_one = set()  # per-spectrum steps that may well be all ones (a where of numbers)
+    for nm, ex in needed:
+        v = low(_parse(ex))
+        if v[0] == "s" and not v[1].startswith("s_"):
+            small.append(f"    s_{nm} = {v[1]}")
+            v = ("s", f"s_{nm}")
+            call = _parse(ex)
+            if isinstance(call, ast.Call) and call.func.id == "where" and all(  # type: ignore
+                    _constant(low(a)[1]) for a in call.args[1:]):
+                maybe_one.add(f"s_{nm}")
+        val[nm] = v
+    # uses (an output is a use at the end)
+    for i, o in enumerate(ops):
+        for a in o.args:
+            if a[0] == "b":
+                ops[a[1]].uses += 1
+                ops[a[1]].last = i
+    fills = []  # outputs that are not the home of an operation: copied or returned at the end
+    for j, nm in enumerate(outputs):
+        v = val[nm]
+        if v[0] == "b" and ops[v[1]].home is None and not ops[v[1]].bool_:
+            ops[v[1]].home = ("o", j)
+        else:
+            fills.append((j, v))
+        if v[0] == "b":
+            ops[v[1]].last = len(ops)
+    # an output's single-use operands are computed in the output array, in place
+    for i in range(len(ops) - 1, -1, -1):
+        o = ops[i]
+        if o.home is None or o.home[0] != "o":
+            continue
+        cand = o.args[1:] if o.fn == "where" else o.args
+        for a in cand:
+            if a[0] == "b" and ops[a[1]].home is None and ops[a[1]].uses == 1 \
+                    and not ops[a[1]].bool_:
+                ops[a[1]].home = o.home
+                break
+    # work buffers, reused once their value is dead; in place when an operand dies here
+    free: dict[bool, list[int]] = {False: [], True: []}
+    count = {False: 0, True: 0}
+    for i, o in enumerate(ops):
+        if o.home is None:
+            for a in (o.args[1:] if o.fn == "where" else o.args):
+                if a[0] == "b":
+                    src = ops[a[1]]
+                    if src.last == i and src.home[0] in "wm" and src.bool_ == o.bool_:
+                        o.home = src.home
+                        break
+        for a in o.args:  # operands dying here give their buffers back
+            if a[0] == "b":
+                src = ops[a[1]]
+                if src.last == i and src.home[0] in "wm" and src.home != o.home \
+                        and src.home[1] not in free[src.bool_]:
+                    free[src.bool_].append(src.home[1])
+        if o.home is None:
+            if free[o.bool_]:
+                o.home = ("m" if o.bool_ else "w", free[o.bool_].pop())
+            else:
+                o.home = ("m" if o.bool_ else "w", count[o.bool_])
+                count[o.bool_] += 1
+        if o.uses == 0 and o.last == -1 and o.home[0] in "wm":
+            free[o.bool_].append(o.home[1])
+    # a where computed in place over its first value needs the complement of its condition
+    for o in ops:
+        if o.fn == "where" and o.args[0][0] == "b":
+            c = ops[o.args[0][1]]
+            o.flip = _ref(ops, o.args[1]) == _home(o) and c.uses == 1 and c.fn in (
+                "equal", "not_equal")
+            if o.flip:
+                c.flip = True
+
+    def ref(a: tuple) -> str:
+        return _ref(ops, a)
+
+    body = []
+    for j, nm in enumerate(outputs):
+        v = val[nm]
+        if v[0] != "s":
+            body.append(f"    if o{j} is None:\n        o{j} = np.empty(shape, dtype=dt)")
+    for o in ops:
+        dst = _home(o)
+        a = [ref(q) for q in o.args]
+        if o.fn == "where":
+            c, x1, x2 = a
+            if x1 == dst:
+                notc = c if o.flip else f"np.logical_not({c})"
+                body.append(f"    np.copyto({dst}, {x2}, where={notc})")
+            elif x2 == dst:
+                body.append(f"    np.copyto({dst}, {x1}, where={c})")
+            else:
+                body.append(f"    np.copyto({dst}, {x2})")
+                body.append(f"    np.copyto({dst}, {x1}, where={c})")
+        elif o.fn == "exp":
+            body.append(f"    exp({a[0]}, out={dst})")
+        elif o.fn == "negative":
+            body.append(f"    np.negative({a[0]}, out={dst})")
+        else:
+            fn = {"equal": "not_equal", "not_equal": "equal"}[o.fn] if o.flip else o.fn
+            big = [q for q in a if q == dst]
+            other = [q for q, s in zip(a, o.args) if s[0] == "s"]
+            if fn in ("multiply", "divide") and big and other and (
+                    fn == "multiply" or a[1] in other) and other[0] in maybe_one:
+                body.append(f"    _t = {other[0]}\n    if not _ones(_t):\n"
+                            f"        np.{fn}({a[0] if a[0] == dst else '_t'}, "
+                            f"{a[1] if a[1] == dst else '_t'}, out={dst})")
+            else:
+                body.append(f"    np.{fn}({a[0]}, {a[1]}, out={dst})")
+    ret = []
+    for j, nm in enumerate(outputs):
+        v = val[nm]
+        if v[0] == "s":
+            body.append(f"    if o{j} is not None:\n        o{j}[...] = {v[1]}\n"
+                        f"    else:\n        o{j} = {v[1]}")
+        elif (j, v) in fills:
+            body.append(f"    np.copyto(o{j}, {ref(v)})")
+        ret.append(f"o{j}")
+    sig = ", ".join(["x", *(f"p_{q}" for q in params), *(f"o{j}" for j in range(len(outputs))),
+                     "shape", "dt", "w", "m", "exp"])
+    src = "\n".join([f"def _kernel({sig}):", "    _c = dt.type", *small, *body,
+                     f"    return ({', '.join(ret)},)", ""])
+    return src, count[False], count[True]
+
+
+def _home(o: _Op) -> str:
+    h = o.home
+    return f"o{h[1]}" if h[0] == "o" else f"{h[0]}[{h[1]}]"
+
+
+def _ref(ops: list[_Op], a: tuple) -> str:
+    if a[0] == "s":
+        return a[1]
+    if a[0] == "x":
+        return "x"
+    return _home(ops[a[1]])
 
 
 def term_values(x: Any, *params: Any, kind: TermKind = GAUSS) -> Any:
@@ -434,6 +776,8 @@ def term_values(x: Any, *params: Any, kind: TermKind = GAUSS) -> Any:
         params = tuple(q[:, :, None] for q in params)
     else:
         xx = x
+    if xp is np:
+        return numpy_kernel(kind, ("value",))(params, xx)[0]
     env = dict(zip(kind.params, params))
     env["x"] = xx
     return run_steps(kind, env, xp, ("value",))["value"]
@@ -531,7 +875,12 @@ class GaussianModel:
             a.flags.writeable = False
         remap = {t: tuple((_code(getattr(kind, t).get(q, q)), col, kind is pk)
                           for kind, q, col in cols) for t in ("rescale", "unscale")}
-        return _Plan(n3, P, cols, lo, xpow, ypow, remap)
+        kernels = tuple(
+            tuple(numpy_kernel(kind, ("value", *(tuple(f"d_{q}" for q in kind.params) if jac
+                                                 else ())))
+                  for kind in (pk, bk))
+            for jac in (False, True))
+        return _Plan(n3, P, cols, lo, xpow, ypow, remap, kernels)
 
     @property
     def n_peak_params(self) -> int:
@@ -605,9 +954,10 @@ class GaussianModel:
                  exp: Callable[[Any], Any] | None = None) -> tuple[dict, dict]:
         """The evaluated steps of the peaks ``(k, n, m)`` and of the baseline ``(k, m)``.
 
-        The NumPy and CuPy evaluators are this function: each term kind's steps
-        (:class:`TermKind`) run with array broadcasting. ``exp`` replaces the exponential
-        (the fused NumPy evaluator passes one that flushes results below 1e-260 to 0).
+        Each term kind's steps (:class:`TermKind`) run one by one with array broadcasting
+        (:func:`run_steps`): the CuPy evaluation, and the readable reference that the generated
+        NumPy kernels (:meth:`fill`) are tested against. ``exp`` replaces the exponential
+        (e.g. :func:`exp_flushed`).
         """
         xp = get_xp(x, p)
         n3 = self.n_peak_params
@@ -647,6 +997,8 @@ class GaussianModel:
         derivatives (MATLAB's guard). No host synchronisation on a GPU.
         """
         xp = get_xp(x, p)
+        if xp is np:
+            return self._evaluate_numpy(x, p, jacobian)
         env, benv = self.term_env(x, p, jacobian)
         f = env["value"].sum(axis=1) + benv["value"]
         if f.ndim == 1:
@@ -657,6 +1009,73 @@ class GaussianModel:
         for kind, q, col in self._columns():
             Jt[:, col, :] = (env if kind is self.peak else benv)["d_" + q]
         return f, Jt
+
+    def _evaluate_numpy(self, x: Any, p: Any, jacobian: bool) -> Any:
+        """:meth:`evaluate` on NumPy arrays: the generated kernels, derivatives written in place."""
+        dt = np.result_type(p.dtype, x.dtype)
+        if dt.kind != "f":
+            dt = np.dtype(np.float64)
+        k, m = p.shape[0], x.shape[-1]
+        Jt = np.empty((k, self.n_params, m), dtype=dt) if jacobian else None
+        f = np.empty((k, m), dtype=dt)
+        self.fill(x, p, f, Jt)
+        return (f, Jt) if jacobian else f
+
+    def fill(self, x: Any, p: Any, f: Any, D: Any = None, *, grouped: bool = False,
+             work: Workspace | None = None, exp: Callable[..., Any] = np.exp) -> None:
+        """Write the model values at rows ``p`` (k, P) into ``f`` (k, m), derivatives into ``D``.
+
+        NumPy only. The generated kernels of the term kinds (:func:`numpy_kernel`) write each
+        derivative straight into its place in ``D``: shape ``(k, P, m)`` in MATLAB order
+        (``Jt`` of :meth:`evaluate`), or with ``grouped=True`` shape ``(P, k, m)`` with the rows
+        grouped by parameter (``a1..an, b1..bn, c1..cn``, then the baseline's; see
+        :meth:`grouped_order`), where each output is one contiguous block, which NumPy's
+        ufuncs run fastest. ``work`` keeps the work buffers of a caller that evaluates
+        repeatedly; ``exp`` replaces the exponential (e.g. :func:`exp_flushed`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> m = GaussianModel(1, "constant")
+        >>> x, p = np.array([0.0, 1.0]), np.array([[2.0, 0.0, 1.0, 0.5]])
+        >>> f, D = np.empty((1, 2)), np.empty((4, 1, 2))
+        >>> m.fill(x, p, f, D, grouped=True)
+        >>> f.round(6).tolist(), D[:, 0, 1].round(6).tolist()  # d/d(a, b, c, d0) at x = 1
+        ([[2.5, 1.235759]], [0.367879, 1.471518, 1.471518, 1.0])
+        """
+        pk, bk, n3, n = self.peak, self.baseline_kind, self.n_peak_params, self.n
+        npk, nb = len(pk.params), len(bk.params)
+        kp, kb = self._plan().kernels[D is not None]
+        k, m = p.shape[0], x.shape[-1]
+        dt = f.dtype
+        work = Workspace() if work is None else work
+        if D is None:
+            outs: tuple = ()
+        elif grouped:
+            outs = tuple(D[i * n:(i + 1) * n] for i in range(npk))
+        else:
+            outs = tuple(D[:, i:n3:npk].transpose(1, 0, 2) for i in range(npk))
+        # peaks in shape (n, k, m): the values and each derivative contiguous
+        prm = tuple(p[:, i:n3:npk].T[:, :, None] for i in range(npk))
+        xx = x[None, None, :] if x.ndim == 1 else x[None, :, :]
+        v = work.get((n, k, m), dt, kp.n_work + 1, kp.n_mask)[0][kp.n_work]  # the values
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            kp.run(prm, xx, (v, *outs), (n, k, m), dt, work, exp)
+            np.sum(v, axis=0, out=f)
+            prm = tuple(p[:, n3 + i : n3 + i + 1] for i in range(nb))
+            xb = x[None, :] if x.ndim == 1 else x
+            outs = () if D is None else tuple(D[n3 + i] if grouped else D[:, n3 + i]
+                                              for i in range(nb))
+            v = kb.run(prm, xb, (None, *outs), (k, m), dt, work, exp)[0]
+            if not (type(v) is float and v == 0):  # no baseline: nothing to add
+                f += v
+
+    def grouped_order(self) -> np.ndarray:
+        """``order[j]``: the row of coefficient ``j`` (MATLAB order) in :meth:`fill`'s grouped
+        layout."""
+        npk, n = len(self.peak.params), self.n
+        return np.array([(j % npk) * n + j // npk for j in range(self.n_peak_params)]
+                        + list(range(self.n_peak_params, self.n_params)))
 
     def component(self, i: int, x: Any, p: Any) -> Any:
         """The ``i``-th peak (0-based) alone at ``x`` for coefficients ``p`` (``(P,)``)."""

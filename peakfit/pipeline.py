@@ -332,7 +332,7 @@ def start_points(backend: Backend, spec: Spec, xg: Any, Yg: Any, vg: Any,
     kw: dict[str, Any] = {}
     if method == "auto":
         kw = {"smooth": None, "downsample": None, "n_trials": None, "options": spec.opts,
-              **spec.start_kwargs, "return_info": True}
+              **spec.start_kwargs, "return_info": True, "missing": vg is not None}
 
     def estimate(xs: Any, Ys: Any) -> tuple[Any, Any]:
         got = estimate_start(model, xs, Ys, method, **kw)
@@ -343,8 +343,14 @@ def start_points(backend: Backend, spec: Spec, xg: Any, Yg: Any, vg: Any,
 
     if vg is None:
         p0, n_supported = estimate(xg, Yg)
+    elif method == "auto":
+        # ragged rows, all in one pass: the missing points masked (NaN), their x the row's
+        # last valid x (the layout puts the valid points first, so x stays sorted)
+        X = xp.broadcast_to(xg, vg.shape)
+        last = xp.where(vg, X, -xp.inf).max(axis=1, keepdims=True)
+        p0, n_supported = estimate(xp.where(vg, X, last), xp.where(vg, Yg, xp.nan))
     else:
-        # ragged rows: one call per distinct pattern of valid points, on those points only
+        # MATLAB's estimator: one call per distinct pattern of valid points, on those only
         p0 = xp.empty((kg, P), dtype=xp.float64)
         vg_h = backend.to_host(vg)
         packed = np.ascontiguousarray(np.packbits(vg_h, axis=1))

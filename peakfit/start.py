@@ -132,7 +132,8 @@ ASYMMETRY = 1e-3
 
 
 def baseline_start(
-    model: GaussianModel, x: Any, Y: Any, edge_fraction: float = 0.1, method: str = "edges"
+    model: GaussianModel, x: Any, Y: Any, edge_fraction: float = 0.1, method: str = "edges",
+    valid: Any = None,
 ) -> Any:
     """Start values for the baseline coefficients of each spectrum.
 
@@ -144,6 +145,11 @@ def baseline_start(
     :data:`ASYMMETRY`, :data:`ASYMMETRIC_ITER` rounds; the polynomial form of Eilers' asymmetric
     least squares), so peaks, even at the ends of x, do not lift the baseline; an exponential
     falls back to ``'edges'``.
+
+    ``valid`` (k, m), optional: the points to use (True; missing points may hold any finite
+    value). The edges are then the first and last ``edge_fraction`` of each row's valid
+    points, so that a row gives the baseline of its valid points alone, and all rows are
+    fitted in one pass whatever their gaps.
 
     Returns an array of shape ``(k, len(model.baseline_names))``.
 
@@ -165,35 +171,47 @@ def baseline_start(
     if nb == 0:
         return xp.zeros((k, 0))
     X = xp.broadcast_to(x, (k, m)) if x.ndim == 1 else x
+    vw = None if valid is None else valid.astype(Y.dtype)
     if method == "asymmetric" and model.baseline != "exponential":
         deg = {"constant": 0, "linear": 1, "quadratic": 2}[model.baseline]
-        w = xp.ones_like(Y)
+        w = xp.ones_like(Y) if vw is None else vw
         for _ in range(ASYMMETRIC_ITER):
             coef = _weighted_polyfit(xp, X, Y, w, deg)
             fit = sum(coef[:, j:j + 1] * X**j for j in range(deg + 1))
             w = xp.where(Y > fit, ASYMMETRY, 1.0)
+            if vw is not None:
+                w = w * vw
         return coef
-    e = max(2, round(edge_fraction * m))
-    e = min(e, m // 2) if m >= 4 else m
-    idx = np.r_[0:e, m - e : m] if m >= 4 else np.arange(m)
-    xe = X[:, idx]
-    ye = Y[:, idx]
+    if vw is None:
+        e = max(2, round(edge_fraction * m))
+        e = min(e, m // 2) if m >= 4 else m
+        idx = np.r_[0:e, m - e : m] if m >= 4 else np.arange(m)
+        xe = X[:, idx]
+        ye = Y[:, idx]
+        we = xp.ones_like(ye)
+    else:  # each row's edges among its valid points: weights over all points, one pass
+        rank = xp.cumsum(vw, axis=1) - 1.0  # of each valid point among its row's
+        mr = vw.sum(axis=1, keepdims=True)
+        e = xp.maximum(2.0, xp.round(edge_fraction * mr))
+        e = xp.where(mr >= 4, xp.minimum(e, xp.floor(mr / 2)), mr)
+        xe, ye = X, Y
+        we = vw * ((rank < e) | (rank >= mr - e))
     bl = model.baseline
     if bl == "exponential":
         pos = ye > 0
-        w = pos.astype(float)
+        w = pos.astype(float) * we
         ly = xp.log(xp.where(pos, ye, 1.0))
         coef = _weighted_polyfit(xp, xe, ly, w, 1)
         e1 = xp.exp(coef[:, 0])
         e2 = -coef[:, 1]
-        bad = pos.sum(axis=1) < 2
+        bad = (w > 0).sum(axis=1) < 2
         e1 = xp.where(bad, 0.0, e1)
         e2 = xp.where(bad, 0.0, e2)
         return xp.stack([e1, e2], axis=1)
     deg = {"constant": 0, "linear": 1, "quadratic": 2}.get(bl)
     if deg is None:  # a registered kind without its own estimator: start from zeros
         return xp.zeros((k, nb))
-    return _weighted_polyfit(xp, xe, ye, xp.ones_like(ye), deg)
+    return _weighted_polyfit(xp, xe, ye, we, deg)
 
 
 def _weighted_polyfit(xp: Any, x: Any, y: Any, w: Any, deg: int) -> Any:

@@ -25,6 +25,7 @@ where it matters for correctness, and counts what matters for speed:
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import hashlib
 import shutil
@@ -61,6 +62,21 @@ class Counts:
     def reset(self) -> None:
         for f in fields(self):
             setattr(self, f.name, 0)
+        self.__dict__["sites"] = collections.Counter()
+
+    def sync(self, n: int = 1) -> None:
+        """Count ``n`` host synchronisations, and where in peakfit they happen (:attr:`sites`:
+        ``'module.function:line'`` of the innermost peakfit frame -> count)."""
+        if not n:
+            return
+        self.syncs += n
+        f = sys._getframe(1)
+        while f is not None and ("/peakfit/" not in f.f_code.co_filename.replace("\\", "/")
+                                or f.f_code.co_filename.endswith("_xp.py")):
+            f = f.f_back
+        where = "?" if f is None else (
+            f"{Path(f.f_code.co_filename).stem}.{f.f_code.co_name}:{f.f_lineno}")
+        self.__dict__.setdefault("sites", collections.Counter())[where] += n
 
     def snapshot(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -129,7 +145,7 @@ def _op(fn: Any, args: tuple, kwargs: dict, what: str, sync: bool = False) -> An
     COUNTS.device_bytes += _nbytes(args) + _nbytes(list(kwargs.values())) + (
         out.nbytes if isinstance(out, np.ndarray) else 0)
     if sync:
-        COUNTS.syncs += 1
+        COUNTS.sync()
     return _wrap(out)
 
 
@@ -181,7 +197,7 @@ class ndarray:
                         "`.get()` to construct a NumPy array explicitly.")
 
     def get(self, stream: Any = None, order: str = "C", out: Any = None) -> np.ndarray:
-        COUNTS.syncs += 1
+        COUNTS.sync()
         COUNTS.d2h_bytes += self._a.nbytes
         return np.array(self._a, order=order)
 
@@ -199,7 +215,7 @@ class ndarray:
     def _scalar(self) -> Any:
         if self._a.size != 1:
             raise ValueError("only a one-element device array converts to a Python scalar")
-        COUNTS.syncs += 1
+        COUNTS.sync()
         COUNTS.d2h_bytes += self._a.itemsize
         return self._a.reshape(()).item()
 
@@ -219,7 +235,7 @@ class ndarray:
         return self._scalar()
 
     def tolist(self) -> Any:
-        COUNTS.syncs += 1
+        COUNTS.sync()
         COUNTS.d2h_bytes += self._a.nbytes
         return self._a.tolist()
 
@@ -229,7 +245,7 @@ class ndarray:
         out = self._a[idx]
         COUNTS.launches += 1
         COUNTS.device_bytes += 2 * np.asarray(out).nbytes
-        COUNTS.syncs += int(dep)
+        COUNTS.sync(int(dep))
         return _wrap(out)
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -237,7 +253,7 @@ class ndarray:
         self._a[idx] = _unwrap(value, "assignment")
         COUNTS.launches += 1
         COUNTS.device_bytes += 2 * _nbytes(value) if isinstance(value, ndarray) else 0
-        COUNTS.syncs += int(dep)
+        COUNTS.sync(int(dep))
 
     # ------------------------------------------------------------ NEP 13 / 18
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
@@ -502,7 +518,7 @@ class _Device:
         return self.mem
 
     def synchronize(self) -> None:
-        COUNTS.syncs += 1
+        COUNTS.sync()
 
     def use(self) -> None:
         pass
@@ -518,7 +534,7 @@ class Event:
     """``cupy.cuda.Event``: recorded on a stream; the stand-in's work is already done."""
 
     def synchronize(self) -> None:
-        COUNTS.syncs += 1
+        COUNTS.sync()
 
     @property
     def done(self) -> bool:
@@ -545,7 +561,7 @@ class Stream:
         COUNTS.stream_waits += 1
 
     def synchronize(self) -> None:
-        COUNTS.syncs += 1
+        COUNTS.sync()
 
     def use(self) -> Stream:
         Stream._current.stream = self

@@ -479,7 +479,7 @@ def test_fused_evaluator_equals_the_model_jacobian(baseline, dtype, engine):
     sw = rng.uniform(0.5, 1.5, (k, m))
     idx = np.array([3, 0, 8, 1, 5])
     for xx, w in ((x, None), (X, sw), (x, sw[0])):
-        ref = NormalEquations(model, xx, Y, w, engine="numpy", fused=False)
+        ref = NormalEquations.generic(model, xx, Y, w)
         fast = NormalEquations(model, xx.astype(dtype), Y.astype(dtype),
                                None if w is None else w.astype(dtype), block_rows=2,
                                engine=engine)

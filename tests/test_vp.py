@@ -146,13 +146,13 @@ def test_separable_evaluator_matches_projection_by_qr():
 
 @pytest.mark.parametrize("engine", ["numpy", "numba"])
 def test_vp_same_on_every_cpu_path_and_the_generic_array_path(engine):
-    """The generic path (``fused=False``: ``model.evaluate``, what CuPy arrays run) and the
-    fused NumPy/Numba evaluators give the same VP solution."""
+    """The generic path (``NormalEquations.generic``: ``model.evaluate``, what CuPy arrays
+    run) and the fused NumPy/Numba evaluators give the same VP solution."""
     if engine == "numba":
         pytest.importorskip("numba")
     model, x, Y, p0 = _random_batch("quadratic", k=12, seed=4)
     lo, hi = model.default_lower(), model.default_upper()
-    ref = variable_projection(NormalEquations(model, x, Y, fused=False, engine="numpy"), model,
+    ref = variable_projection(NormalEquations.generic(model, x, Y), model,
                               p0, lo, hi, **TIGHT_LM)
     got = variable_projection(NormalEquations(model, x, Y, engine=engine), model, p0, lo, hi,
                               **TIGHT_LM)

@@ -3,9 +3,11 @@
 :func:`peakfit.solvers.lm.levenberg_marquardt` needs, for a set of rows of a batch, the weighted
 sum of squares ``S``, ``A = JᵀWJ`` and ``g = JᵀWr`` at given coefficients. This module computes
 them on the CPU; the GPU's fused kernel is :class:`peakfit.gpu.kernels.FusedNormalEquations`.
-All of them evaluate the model through its term kinds (:mod:`peakfit.models`): NumPy and CuPy
-run the kinds' steps with array broadcasting, the Numba kernel is generated from the same steps
-(:mod:`peakfit.solvers._numba`), so adding a term kind changes no code here.
+All of them evaluate the model through its term kinds (:mod:`peakfit.models`): NumPy runs the
+kernels generated from them (:func:`peakfit.models.numpy_kernel`), CuPy their steps with array
+broadcasting, the Numba kernel is generated from the same steps (:mod:`peakfit.solvers._numba`),
+so adding a term kind changes no code here. Each evaluator also carries the solver of the damped
+systems that goes with its engine (``solve``, :mod:`peakfit.solvers.linalg`).
 """
 
 from __future__ import annotations
@@ -16,28 +18,15 @@ import numpy as np
 
 from .._xp import get_xp
 from ..engine import resolve_engine
+from ..models import Workspace, exp_flushed
+from .linalg import Solver, solve_batched, solve_compiled
 
 __all__ = ["NormalEquations"]
 
-#: ``exp(v)`` for ``v`` below ``-_EXP_CUT64`` is an exact 0 in the float64 fused NumPy
-#: evaluator: the true value is below 1e-260 (negligible next to any O(1) term), and NumPy's
-#: SIMD ``exp`` drops to a scalar path ~15x slower for results near the subnormal range.
-_EXP_CUT64 = 600.0
 _EPS = float(np.finfo(float).eps)
+#: Points per block of the fused NumPy path (rows x points): its arrays stay in the CPU cache.
+_BLOCK_POINTS = 16000
 _SQRT_EPS = float(np.sqrt(_EPS))
-
-
-def _exp_flushed(v: np.ndarray) -> np.ndarray:
-    """``exp(v)`` with results below ``exp(-600)`` flushed to 0 (float64; others plain)."""
-    v = np.asarray(v)
-    if v.dtype != np.float64 or v.ndim == 0:
-        return np.exp(v)
-    if not v.size or v.min() >= -_EXP_CUT64:  # one pass, no temporary
-        return np.exp(v)
-    low = v < -_EXP_CUT64
-    out = np.exp(np.maximum(v, -_EXP_CUT64))
-    out[low] = 0.0
-    return out
 
 
 class NormalEquations:
@@ -52,28 +41,44 @@ class NormalEquations:
         is the working precision; ``S`` is always returned as float64.
     sqrt_w : array (k, m) or (m,), optional
         Square roots of the weights.
-    block_rows : int
-        NumPy only: rows evaluated together, sized so that the per-block temporaries stay in
-        the CPU cache.
+    block_rows : int, optional
+        NumPy only: rows evaluated together. Default: sized from the number of points so that
+        a block's arrays stay in the CPU cache (16 rows of 1000 points, 128 of 125).
     engine : {'auto', 'numpy', 'numba'}, optional
         Who computes the fused evaluation on the CPU (:mod:`peakfit.engine`; default: the
         process default, Numba when installed). Ignored for CuPy arrays and other models.
-    fused : bool, optional
-        NumPy engine only: use the fused path (below). Default: yes, for a
-        :class:`~peakfit.models.GaussianModel` in float32/float64. For a handful of short rows
-        its fixed cost dominates and ``False`` (plain :meth:`GaussianModel.evaluate` and three
-        products) is cheaper.
+        :class:`peakfit.backends.Backend` passes the engine it resolved.
+
+    Attributes
+    ----------
+    engine : {'numpy', 'numba'}
+        The engine that evaluates (``'numpy'`` for CuPy arrays and other models: array code).
+    solve : callable
+        ``solve(M, B)``: the solver of the damped systems that goes with the engine
+        (:mod:`peakfit.solvers.linalg`: the compiled LU for Numba, LAPACK otherwise), which
+        the least-squares loops use (:func:`~peakfit.solvers.linalg.damped_solver`).
+    lm_iteration : callable or None
+        The compiled iteration of the least-squares loop (Numba engine only, see
+        :meth:`NumbaNormalEquations.iterate`).
 
     Notes
     -----
-    For NumPy arrays and a :class:`~peakfit.models.GaussianModel` the evaluation is fused: the
-    Jacobian of a block of rows is written into one reused buffer with the weighted residual as
-    an extra row, ``[J; r] [J; r]ᵀ`` (one batched GEMM) then gives ``A``, ``g`` and ``S``
-    together. Values equal :meth:`GaussianModel.evaluate` except that, in float64, terms
-    ``exp(v)`` with ``v < -600`` (below 1e-260) are exactly zero. With the Numba engine the
-    same numbers come from one compiled kernel generated from the model's term kinds
-    (:mod:`peakfit.solvers._numba`, equal to rounding). Other array modules use
-    :meth:`GaussianModel.evaluate`.
+    Which path evaluates is decided here, once, from the arrays and the engine:
+
+    * the Numba engine: one compiled kernel generated from the model's term kinds
+      (:mod:`peakfit.solvers._numba`, equal to the NumPy numbers to rounding);
+    * NumPy arrays (float32/float64) and a :class:`~peakfit.models.GaussianModel`: the fused
+      path. The Jacobian of a block of rows is written by the generated NumPy kernels
+      (:meth:`GaussianModel.fill <peakfit.models.GaussianModel.fill>`) into one reused
+      buffer, rows grouped by parameter, with the weighted residual as an extra row;
+      ``[J; r] [J; r]ᵀ`` (one batched GEMM) then gives ``A``, ``g`` and ``S`` together.
+      Values equal :meth:`GaussianModel.evaluate` except that, in float64, terms ``exp(v)``
+      with ``v < -600`` (below 1e-260) are exactly zero (:func:`peakfit.models.exp_flushed`).
+      It is used at every size: measured against the generic path below it is faster from
+      one row of 60 points up (there is no small-problem switch);
+    * anything else (CuPy arrays, other models): :meth:`GaussianModel.evaluate` and three
+      products (:meth:`generic` builds this path for NumPy arrays too: the reference the
+      fused paths are tested against).
 
     Examples
     --------
@@ -88,29 +93,44 @@ class NormalEquations:
     """
 
     def __init__(
-        self, model: Any, x: Any, Y: Any, sqrt_w: Any = None, *, block_rows: int = 16,
-        fused: bool | None = None, engine: str | None = None,
+        self, model: Any, x: Any, Y: Any, sqrt_w: Any = None, *, block_rows: int | None = None,
+        engine: str | None = None,
     ) -> None:
         self.model = model
         self.x = x
         self.Y = Y
         self.sqrt_w = sqrt_w
-        self.block_rows = max(1, int(block_rows))
+        m = int(Y.shape[-1]) if getattr(Y, "ndim", 0) else 1
+        self.block_rows = max(1, int(block_rows) if block_rows is not None
+                              else _BLOCK_POINTS // max(m, 1))
         fusable = (
             get_xp(x, Y, sqrt_w) is np
-            and hasattr(model, "term_env")
+            and hasattr(model, "fill")
             and Y.dtype in (np.float32, np.float64)
         )
         self.engine = resolve_engine(engine) if fusable else "numpy"
         self._numba = None
         if self.engine == "numba":
             self._numba = NumbaNormalEquations(model, x, Y, sqrt_w)
-        self._fast = fusable and fused is not False and self._numba is None
-        #: The compiled LM iteration (Numba engine only; see :meth:`NumbaNormalEquations.iterate`)
+        self._fast = fusable and self._numba is None
+        self.solve: Solver = solve_compiled if self._numba is not None else solve_batched
         self.lm_iteration = None if self._numba is None else self._numba.iterate
-        self._buf: np.ndarray | None = None
         if self._fast:
             self._x_dt = np.asarray(x, dtype=Y.dtype)
+            self._work = Workspace(8)
+            o = model.grouped_order()
+            self._order = o
+            # A[i, j] read from the upper triangle of the grouped product
+            self._upper = (np.minimum.outer(o, o), np.maximum.outer(o, o))
+            self._exp = exp_flushed if Y.dtype == np.float64 else np.exp
+
+    @classmethod
+    def generic(cls, model: Any, x: Any, Y: Any, sqrt_w: Any = None) -> NormalEquations:
+        """The array-code path (:meth:`GaussianModel.evaluate` and three products) on any
+        arrays: what CuPy arrays and other models run, and the reference of the tests."""
+        ev = cls(model, x, Y, sqrt_w, engine="numpy")
+        ev._fast = False
+        return ev
 
     def residuals(self, p: Any, idx: Any) -> tuple[Any, Any]:
         """Weighted residuals ``sqrt(w)(y - f)`` and weighted ``Jᵀ`` for rows ``idx``."""
@@ -149,40 +169,33 @@ class NormalEquations:
         A = np.empty((k, P, P), dtype=dt)
         g = np.empty((k, P), dtype=dt)
         B = self.block_rows
-        if self._buf is None or self._buf.shape[0] < min(B, k):
-            self._buf = np.empty((min(B, max(k, 1)), P + 1, m), dtype=dt)
-        M = np.empty((min(B, max(k, 1)), P + 1, P + 1), dtype=dt)
+        ui, uj = self._upper
         for s in range(0, k, B):
             e = min(k, s + B)
-            J = self._buf[: e - s]
+            # [J; r] of the block, rows grouped by parameter: (P+1, b, m)
+            J = self._work.get((P + 1, e - s, m), dt, 1, 0)[0][0]
             self._jacobian_block(p[s:e], idx[s:e], J)
-            Mb = M[: e - s]
-            np.matmul(J, J.transpose(0, 2, 1), out=Mb)
-            A[s:e] = Mb[:, :P, :P]
-            g[s:e] = Mb[:, :P, P]
-            if dt == np.float64:
-                sse[s:e] = Mb[:, P, P]
-            else:
-                r64 = J[:, P, :].astype(np.float64)
-                sse[s:e] = np.einsum("ij,ij->i", r64, r64)
+            Jb = J.transpose(1, 0, 2)
+            # J [J; r]ᵀ = [A g] in one GEMM per row (not [J; r][J; r]ᵀ: NumPy hands a product
+            # of an array with its own transpose to BLAS's syrk, about twice as slow here)
+            Mb = self._work.get((e - s, P, P + 1), dt, 1, 0)[0][0]
+            np.matmul(Jb[:, :P], Jb.transpose(0, 2, 1), out=Mb)
+            A[s:e] = Mb[:, ui, uj]  # MATLAB order, from one triangle: exactly symmetric
+            g[s:e] = Mb[:, self._order, P]
+            r = J[P] if dt == np.float64 else J[P].astype(np.float64)
+            sse[s:e] = np.einsum("ij,ij->i", r, r)
         return sse, A, g
 
     def _jacobian_block(self, p: np.ndarray, rows: np.ndarray, J: np.ndarray) -> None:
-        """Fill ``J`` (b, P+1, m) with the weighted Jacobian (MATLAB order) and the residual."""
-        model = self.model
-        P = model.n_params
+        """Fill ``J`` (P+1, b, m) with the weighted Jacobian (rows grouped by parameter, see
+        :meth:`GaussianModel.fill`) and, last, the weighted residual."""
+        P = self.model.n_params
         x = self._x_dt if self._x_dt.ndim == 1 else self._x_dt[rows]
-        env, benv = model.term_env(x, p, True, _exp_flushed)
-        for kind, q, col in model._columns():
-            J[:, col] = (env if kind is model.peak else benv)["d_" + q]
-        f = J[:, P]
-        np.sum(env["value"], axis=1, out=f)
-        f += benv["value"]
+        f = J[P]
+        self.model.fill(x, p, f, J[:P], grouped=True, work=self._work, exp=self._exp)
         np.subtract(self.Y[rows], f, out=f)  # the residual, in the row of f
         if self.sqrt_w is not None:
-            sw = self.sqrt_w[None, None, :] if self.sqrt_w.ndim == 1 else (
-                self.sqrt_w[rows][:, None, :])
-            J *= sw
+            J *= self.sqrt_w if self.sqrt_w.ndim == 1 else self.sqrt_w[rows]
 
 
 class NumbaNormalEquations:

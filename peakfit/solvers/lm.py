@@ -65,6 +65,7 @@ import numpy as np
 
 from .._xp import get_xp
 from .evaluators import NormalEquations
+from .linalg import damped_solver, solve_batched
 
 __all__ = ["EXITFLAG_MESSAGES", "LMResult", "NormalEquations", "levenberg_marquardt"]
 
@@ -122,30 +123,10 @@ class LMResult:
     lam: Any = None
 
 
-def _solve(xp: Any, M: Any, b: Any, engine: str = "numpy") -> Any:
-    """Batched solve of SPD systems; rows that fail come back as NaN.
-
-    ``engine='numba'`` (NumPy arrays only) uses the compiled LU of :mod:`._numba`, the same
-    method as LAPACK's ``gesv`` without the per-matrix call overhead.
-    """
-    if engine == "numba" and xp is np and M.dtype in (np.float32, np.float64) and M.shape[0]:
-        from ._numba import solve_kernel
-
-        out = np.empty(b.shape, dtype=np.result_type(M.dtype, b.dtype))
-        W = np.empty((M.shape[1], M.shape[1] + 1), dtype=out.dtype)
-        solve_kernel(np.ascontiguousarray(M, dtype=out.dtype),
-                     np.ascontiguousarray(b, dtype=out.dtype), out, W)
-        return out
-    try:
-        return xp.linalg.solve(M, b[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        out = xp.full(b.shape, xp.nan, dtype=b.dtype)
-        for i in range(M.shape[0]):
-            try:
-                out[i] = xp.linalg.solve(M[i], b[i])
-            except np.linalg.LinAlgError:
-                pass
-        return out
+def _solve(xp: Any, M: Any, b: Any) -> Any:
+    """Batched LAPACK solve, rows that fail NaN (:func:`peakfit.solvers.linalg.solve_batched`;
+    kept for the callers of this name)."""
+    return solve_batched(M, b)
 
 
 def _compiled_iteration(evaluate: Any, on_host: bool) -> Any:
@@ -215,7 +196,8 @@ def levenberg_marquardt(
         longer needs; :mod:`peakfit.autostart` drops losing start candidates this way).
     check_every : int
         Compact the set of unfinished rows (one host synchronisation on a GPU) every this many
-        iterations; rows finishing in between are masked. Results do not depend on it.
+        iterations; rows finishing in between are masked. Results do not depend on it. On a
+        GPU, more than ``max_iter`` never compacts: no host synchronisation at all.
 
     Returns
     -------
@@ -235,7 +217,7 @@ def levenberg_marquardt(
     [[2.0, 0.5, 1.2]]
     """
     xp = get_xp(p0)
-    engine = getattr(evaluate, "engine", "numpy")  # who solves the damped systems on the CPU
+    solve = damped_solver(evaluate)  # the evaluator's solver of the damped systems
     tr = str(algorithm).lower().startswith("trust")
     k, P = p0.shape
     dt = p0.dtype
@@ -280,9 +262,12 @@ def levenberg_marquardt(
         lo, hi = xp.ascontiguousarray(lo), xp.ascontiguousarray(hi)
         p, A, g = (xp.ascontiguousarray(a) for a in (p, A, g))
         between = 1 if on_host else check_every
+        # on a GPU with check_every > max_iter: every row, masked, max_iter times (no host
+        # synchronisation at all; finished rows cost their share of the work)
+        masked = not on_host and check_every > max_iter
         while True:
-            idx = xp.flatnonzero(active)
-            if idx.size == 0:
+            idx = all_idx if masked else xp.flatnonzero(active)
+            if not masked and idx.size == 0:
                 break
             for _ in range(max(1, min(between, max_iter - iteration))):
                 iteration += 1
@@ -292,6 +277,8 @@ def levenberg_marquardt(
                     stop = callback(iteration, idx, sse[idx], lam[idx])
                     if stop is not None:  # the caller ends these rows (exitflag 0)
                         active[idx] = active[idx] & ~xp.asarray(stop, dtype=bool)  # no sync
+            if masked:
+                break
     while step is None:
         idx = xp.flatnonzero(active)
         if idx.size == 0:
@@ -323,13 +310,13 @@ def levenberg_marquardt(
             As = Aa / (d[:, :, None] * d[:, None, :])
             if on_host and not held.any():  # nothing held: the same numbers, fewer operations
                 As[:, diag, diag] += la[:, None]
-                delta = _solve(xp, As, ga / d, engine) / d
+                delta = solve(As, ga / d) / d
             else:
                 fm = free[:, :, None] & free[:, None, :]
                 As = xp.where(fm, As, 0.0)
                 As[:, diag, diag] += la[:, None] + held.astype(dt)
                 gs = xp.where(free, ga / d, 0.0)
-                z = _solve(xp, As, gs, engine)
+                z = solve(As, gs)
                 delta = xp.where(free, z / d, 0.0)
             pt = xp.minimum(xp.maximum(pa + delta, lo_a), hi_a)  # clip, fewer calls
             delta = pt - pa

@@ -57,7 +57,8 @@ from typing import Any
 import numpy as np
 
 from .._xp import get_xp
-from .lm import Evaluator, LMResult, _held, _solve, levenberg_marquardt
+from .linalg import damped_solver
+from .lm import Evaluator, LMResult, _held, levenberg_marquardt
 
 __all__ = ["SeparableEquations", "linear_structure", "separable", "variable_projection"]
 
@@ -136,7 +137,8 @@ class SeparableEquations:
 
     def __init__(self, full: Evaluator, model: Any, s0: Any) -> None:
         self.full = full
-        self.engine = getattr(full, "engine", "numpy")
+        #: the full problem's solver of the damped systems (:func:`.linalg.damped_solver`)
+        self.solve = damped_solver(full)
         xp = get_xp(s0)
         lin, nonlin, owner = linear_structure(model)
         self.P = int(model.n_params)
@@ -169,7 +171,7 @@ class SeparableEquations:
         Gr = G + ridge[:, None, None] * eye
         # one batched solve for d = G⁻¹ g_L and G⁻¹ A_LN
         rhs = xp.concatenate([gl[:, :, None], H.transpose(0, 2, 1)], axis=2)
-        sol = _solve_multi(xp, Gr, rhs, self.engine)
+        sol = self.solve(Gr, rhs)
         d = sol[:, :, 0]
         GiH = sol[:, :, 1:]
         alpha = s + d
@@ -183,25 +185,6 @@ class SeparableEquations:
         gp = rho * gp
         self.alpha[idx] = alpha
         return sse, Ap, gp
-
-
-def _solve_multi(xp: Any, M: Any, B: Any, engine: str) -> Any:
-    """Solve ``M X = B`` for batched square M (j, L, L) and several right-hand sides B (j, L, r)."""
-    j, L, r = B.shape
-    if engine == "numba":  # the compiled LU solves one right-hand side at a time
-        Mr = xp.repeat(M, r, axis=0)
-        Br = B.transpose(0, 2, 1).reshape(j * r, L)
-        return _solve(xp, Mr, Br, engine).reshape(j, r, L).transpose(0, 2, 1)
-    try:
-        return xp.linalg.solve(M, B)
-    except np.linalg.LinAlgError:
-        out = xp.full(B.shape, xp.nan, dtype=B.dtype)
-        for i in range(j):
-            try:
-                out[i] = xp.linalg.solve(M[i], B[i])
-            except np.linalg.LinAlgError:
-                pass
-        return out
 
 
 def variable_projection(
