@@ -136,6 +136,20 @@ def test_doubtful_polarity_is_decided_by_the_fit(index):
     assert auto_height > 0
 
 
+def _hard_sse(s):
+    """The sum of squares of a default fit of the hard spectrum ``s`` from ``start``."""
+    m = GaussianModel(s.n, s.baseline)
+
+    def sse(start):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = peakfit.fit_gaussians(s.x, s.y, s.n, baseline=s.baseline, start=start)
+        res = s.y - m(s.x, r.p)
+        return float(res @ res)
+
+    return sse
+
+
 # Hard spectra (bench_hard seed 0, 7-8 peaks) that the move and split repair variants alone
 # left in another minimum (a close pair fitted by one wide term, the spare term elsewhere, sum
 # of squares 0.1-2 % above the truth-started fit) and the birth/death variants fix (step 6).
@@ -146,14 +160,7 @@ def test_birth_death_variants_fix_a_close_pair_fitted_by_one_term(index, monkeyp
     import peakfit.autostart as autostart
 
     s = make_hard(0, index)
-    m = GaussianModel(s.n, s.baseline)
-
-    def sse(start):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = peakfit.fit_gaussians(s.x, s.y, s.n, baseline=s.baseline, start=start)
-        res = s.y - m(s.x, r.p)
-        return float(res @ res)
+    sse = _hard_sse(s)
 
     truth = sse(s.params)
     assert s.n >= 7
@@ -176,14 +183,7 @@ def test_repair_ranking_and_box_fix_hard_spectra(seed, index, name, value, monke
     import peakfit.autostart as autostart
 
     s = make_hard(seed, index)
-    m = GaussianModel(s.n, s.baseline)
-
-    def sse(start):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = peakfit.fit_gaussians(s.x, s.y, s.n, baseline=s.baseline, start=start)
-        res = s.y - m(s.x, r.p)
-        return float(res @ res)
+    sse = _hard_sse(s)
 
     truth = sse(s.params)
     assert sse("auto") <= (1 + SSE_TOL) * truth
