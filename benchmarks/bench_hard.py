@@ -259,7 +259,7 @@ def width_floor(s: Spectrum) -> np.ndarray:
     --------
     >>> s = make_hard(0, 3, 2, fixed={"size": "m200", "baseline": "none"})
     >>> lo = width_floor(s)
-    >>> bool(lo[2] == lo[5] == np.min(np.diff(s.x))), lo[0], lo[1]
+    >>> bool(lo[2] == lo[5] == np.min(np.diff(s.x))), float(lo[0]), float(lo[1])
     (True, -inf, -inf)
     """
     model = GaussianModel(s.n, s.baseline)

@@ -205,8 +205,9 @@ _CENTRE_BOX = 1.5
 #: best eight 93.7/92.7/95.7 %. Cost (auto over truth time, same runs, shared machine): none
 #: ~11-13, (1.3, 10) ~16-19, (1.1, 30) ~25-35. With the gate (main of 8 Dec), seed 0 run alone:
 #: auto 47.5 -> 83.0 ms a fit (truth 4.0 ms), 93.0 -> 94.0 %; seeds 1/3: 89.0 -> 93.7 %,
-#: 93.3 -> 95.7 % (with _CENTRE_BOX 1.5); (1.1, 10): 93.3/93.7/94.7 %. Only where the coarse stage ran on binned data
-#: (q > 1): re-ranking also where q = 1 measured the same (94.0/94.0/95.7 %).
+#: 93.3 -> 95.7 % (with _CENTRE_BOX 1.5); (1.1, 10): 93.3/93.7/94.7 %. Only where the
+#: coarse stage ran on binned data (q > 1): re-ranking also where q = 1 measured the same
+#: (94.0/94.0/95.7 %).
 _RERANK_WITHIN = 1.3
 _RERANK_TOL = 1e-6
 #: Candidates whose sums of squares agree to this relative difference converged to the same
