@@ -94,6 +94,9 @@ def test_the_gate_sends_few_spectra_to_the_full_path(monkeypatch):
     from peakfit import autostart
 
     x, Y, truth = make_batch(300, 1000, 4, seed=2)
+    # the paths compared without the repair rounds' re-ranking on the raw data (_rerank), which
+    # moves a repaired start toward the optimum of the raw data (0.021 of the span here)
+    monkeypatch.setattr(autostart, "_RERANK_WITHIN", 1.0)
     seen = []
     full = autostart._full_path
 
@@ -133,14 +136,8 @@ def test_doubtful_polarity_is_decided_by_the_fit(index):
     assert auto_height > 0
 
 
-# Hard spectra (bench_hard seed 0, 7-8 peaks) that the move and split repair variants alone
-# left in another minimum (a close pair fitted by one wide term, the spare term elsewhere, sum
-# of squares 0.1-2 % above the truth-started fit) and the birth/death variants fix (step 6).
-@pytest.mark.parametrize("index", [124, 162, 253])
-def test_birth_death_variants_fix_a_close_pair_fitted_by_one_term(index, monkeypatch):
-    import peakfit.autostart as autostart
-
-    s = make_hard(0, index)
+def _hard_sse(s):
+    """The sum of squares of a default fit of the hard spectrum ``s`` from ``start``."""
     m = GaussianModel(s.n, s.baseline)
 
     def sse(start):
@@ -150,10 +147,47 @@ def test_birth_death_variants_fix_a_close_pair_fitted_by_one_term(index, monkeyp
         res = s.y - m(s.x, r.p)
         return float(res @ res)
 
+    return sse
+
+
+# Hard spectra (bench_hard seed 0, 7-8 peaks) that the move and split repair variants alone
+# left in another minimum (a close pair fitted by one wide term, the spare term elsewhere, sum
+# of squares 0.1-2 % above the truth-started fit) and the birth/death variants fix (step 6).
+# (Compared without the ranking on the raw data, _rerank, which alone also fixes 253; 162 is
+# now found by the move and split variants alone.)
+@pytest.mark.parametrize("index", [124, 253])
+def test_birth_death_variants_fix_a_close_pair_fitted_by_one_term(index, monkeypatch):
+    import peakfit.autostart as autostart
+
+    s = make_hard(0, index)
+    sse = _hard_sse(s)
+
     truth = sse(s.params)
     assert s.n >= 7
     assert sse("auto") <= (1 + SSE_TOL) * truth
     monkeypatch.setattr(autostart, "_VARIANTS", ("move", "split"))
+    monkeypatch.setattr(autostart, "_RERANK_WITHIN", 1.0)
+    assert sse("auto") > (1 + SSE_TOL) * truth
+
+
+# Hard spectra (bench_hard) that the default start gets right and that an ablation breaks:
+# "_RERANK_WITHIN": ranking the repair candidates near the best on the raw data (_rerank); the
+# right candidate ended above a worse one on the binned data (a term on a noise spike, or a
+# close pair in a slow valley). "_CENTRE_BOX": edge peaks whose centre the coarse stage must
+# be allowed to put outside the data (1.5 instead of 1.2 of the half range).
+@pytest.mark.parametrize("seed, index, name, value", [
+    (0, 226, "_RERANK_WITHIN", 1.0), (1, 130, "_RERANK_WITHIN", 1.0),
+    (0, 255, "_CENTRE_BOX", 1.2), (1, 141, "_CENTRE_BOX", 1.2),
+])
+def test_repair_ranking_and_box_fix_hard_spectra(seed, index, name, value, monkeypatch):
+    import peakfit.autostart as autostart
+
+    s = make_hard(seed, index)
+    sse = _hard_sse(s)
+
+    truth = sse(s.params)
+    assert sse("auto") <= (1 + SSE_TOL) * truth
+    monkeypatch.setattr(autostart, name, value)
     assert sse("auto") > (1 + SSE_TOL) * truth
 
 

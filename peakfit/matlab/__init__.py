@@ -77,7 +77,8 @@ def fit(
     (98, 3)
     """
     n = parse_model_name(fittype)
-    r = fit_gaussians(x, y, n, start="matlab", options=options, sort=False, **fit_options)
+    r = fit_gaussians(x, y, n, start="matlab", options=options, sort=False, method="auto",
+                      **fit_options)
     return r, r.gof, r.output
 
 
