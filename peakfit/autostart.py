@@ -766,8 +766,10 @@ def _elements_per_row(model: GaussianModel, m: int, trials: int = 0, shared_x: b
     baseline fits (both polarities on a GPU: about 16 m with a baseline) and greedy pursuit
     (shared abscissae, a polynomial baseline or the gated rows without one, every row in the
     worst case: ``_PURSUIT_WIDTHS`` x the bins x max(n + 3 deg + 2, 1), a quarter of the points
-    as bins), plus about 13 m for rows with missing points (the masks, the masked medians'
-    sorts, abscissae per row).
+    as bins), plus about 20 m for rows with missing points (the masks, the masked medians'
+    sorts, abscissae per row, and the re-ranking of the gated rows' candidates on the raw
+    data, which most ragged rows reach: a few candidates a row at full resolution; measured,
+    not bounded).
 
     Examples
     --------
@@ -781,7 +783,7 @@ def _elements_per_row(model: GaussianModel, m: int, trials: int = 0, shared_x: b
     pursuit = 0
     if shared_x and (model.baseline in _PURSUIT_BASELINES or model.baseline in _PURSUIT_GATED):
         pursuit = _PURSUIT_WIDTHS * max(1, m // 4) * max(n + 3 * deg + 2, 1)
-    return per + max(step2, pursuit) + (13 * m if missing else 0)
+    return per + max(step2, pursuit) + (20 * m if missing else 0)
 
 
 @dataclass

@@ -367,14 +367,14 @@ def test_the_starts_memory_per_row_stays_within_its_estimate(standin, monkeypatc
     ==================================  ========  ========  ===========
     case                                measured  estimate  before
     ==================================  ========  ========  ===========
-    n = 4, every row gated out          10.4k     13.6k     14.7k
-    n = 1, every row gated out          5.8k      8.0k      10.1k
+    n = 4, every row gated out          11.1k     13.6k     14.7k
+    n = 1, every row gated out          6.5k      8.0k      10.1k
     n = 4, linear                       20.1k     26.1k     15.2k (low)
-    n = 4, quadratic                    30.0k     32.4k     15.5k (low)
+    n = 4, quadratic                    29.9k     32.4k     15.5k (low)
     n = 2, linear, every row gated out  14.0k     22.4k     11.5k (low)
     n = 4, linear, x per row            21.1k     24.1k     15.2k (low)
-    n = 4, NaN runs                     17.5k     26.6k     14.7k (low)
-    n = 4, linear, NaN runs, x per row  31.9k     37.1k     15.2k (low)
+    n = 4, NaN runs                     18.4k     33.6k     14.7k (low)
+    n = 4, linear, NaN runs, x per row  40.6k     44.1k     15.2k (low)
     ==================================  ========  ========  ===========
     """
     import tracemalloc
