@@ -66,10 +66,12 @@ def n_workers(n_threads: int | None) -> int:
 
 @contextlib.contextmanager
 def blas_single_thread(active: bool) -> Iterator[None]:
-    """Limit the BLAS library to one thread while our own worker threads run.
+    """Limit the BLAS library to one thread while the pipeline runs.
 
     The solver's matrix products are small (``(P+1) x m`` per spectrum); a multi-threaded
-    BLAS only adds synchronisation and competes with the worker threads. Uses threadpoolctl
+    BLAS only adds synchronisation and competes with the worker threads (or, with one worker,
+    with whatever else runs on the machine: the auto start of 2000 spectra took 0.45-0.69 s
+    instead of 0.23-0.27 s on a 2-vCPU machine with one other busy process). Uses threadpoolctl
     when installed, else OpenBLAS's own setter found among the loaded libraries; does nothing
     when neither is available.
     """
@@ -186,7 +188,9 @@ def run_chunks(
         if progress is not None:
             progress.update(sum(r["p"].shape[0] for _, r in got))
 
-    with blas_single_thread(workers > 1):
+    # one BLAS thread always: the products are small, and a threaded BLAS beside busy cores
+    # (ours or another process's) made the 1-thread start 2-3x slower (measured, 2 vCPUs)
+    with blas_single_thread(True):
         if workers == 1:
             for item in chunks:
                 collect(one_chunk(*item))
