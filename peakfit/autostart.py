@@ -313,21 +313,25 @@ def _parse_downsample(downsample: Any) -> int | None:
 # ---------------------------------------------------------------------------- helpers
 def _moving(xp: Any, Y: Any, width: int) -> Any:
     """Row-wise moving average with MATLAB's shrinking symmetric end windows (odd ``width``)."""
-    k, m = Y.shape
+    m = Y.shape[1]
     w = int(min(width, m))
     w = max(1, w - 1 + w % 2)
     if w <= 1:
         return Y
     h = (w - 1) // 2
-    cs = xp.concatenate([xp.zeros((k, 1), dtype=Y.dtype), xp.cumsum(Y, axis=1)], axis=1)
+    cs = xp.cumsum(Y, axis=1)  # cs[:, j] = Y[:, :j + 1].sum(axis=1)
     out = xp.empty(Y.shape, dtype=Y.dtype)
     # the full windows by slices; the h shrinking windows at each end by indices (the same
-    # differences of the same cumulative sums, so the same values: 3x faster at k=2000)
-    out[:, h : m - h] = (cs[:, w:] - cs[:, : m + 1 - w]) / xp.asarray(w, dtype=Y.dtype)
+    # differences of the same cumulative sums, so the same values: 3x faster at k=2000);
+    # written in place (on a GPU: no temporaries at full resolution)
+    mid = out[:, h : m - h]  # a view: in-place operations write to out (no copy back)
+    mid[:, 0] = cs[:, w - 1]
+    xp.subtract(cs[:, w:], cs[:, : m - w], out=mid[:, 1:])
+    mid /= xp.asarray(w, dtype=Y.dtype)
     i = np.arange(h)
     wi = xp.asarray(2 * i + 1, dtype=Y.dtype)
-    out[:, :h] = cs[:, xp.asarray(2 * i + 1)] / wi
-    out[:, xp.asarray(m - 1 - i)] = (cs[:, m : m + 1] - cs[:, xp.asarray(m - 2 * i - 1)]) / wi
+    out[:, :h] = cs[:, xp.asarray(2 * i)] / wi
+    out[:, xp.asarray(m - 1 - i)] = (cs[:, m - 1 : m] - cs[:, xp.asarray(m - 2 * i - 2)]) / wi
     return out
 
 
@@ -453,7 +457,7 @@ def _pilot_fwhm(xp: Any, S: Any) -> Any:
     Ss = _moving(xp, S, 5)
     kk = xp.argmax(Ss, axis=1)
     half = 0.5 * Ss[xp.arange(k), kk]
-    idx = xp.arange(m)[None, :]
+    idx = xp.arange(m, dtype=np.int32)[None, :]  # int32: half the bytes of the where/max
     below = Ss < half[:, None]
     left = xp.where(below & (idx < kk[:, None]), idx, -m).max(axis=1)
     right = xp.where(below & (idx > kk[:, None]), idx, 2 * m).min(axis=1)
@@ -471,7 +475,7 @@ def _pilot_fwhm_masked(xp: Any, S: Any, U: Any, W: Any) -> Any:
     kk = xp.argmax(xp.where(V, Ss, -xp.inf), axis=1)
     rows = xp.arange(k)
     half = 0.5 * Ss[rows, kk]
-    idx = xp.arange(m)[None, :]
+    idx = xp.arange(m, dtype=np.int32)[None, :]  # int32: half the bytes of the where/max
     below = V & (Ss < half[:, None])
     left = xp.where(below & (idx < kk[:, None]), idx, -1).max(axis=1)
     right = xp.where(below & (idx > kk[:, None]), idx, m).min(axis=1)
@@ -491,9 +495,11 @@ def _bin_edges(m: int, q: int) -> np.ndarray:
 
 def _bin_rows(xp: Any, A: Any, edges: Any) -> Any:
     """Sums of A (k, m) over the bins [edges[j], edges[j+1])."""
-    k = A.shape[0]
-    cs = xp.concatenate([xp.zeros((k, 1), dtype=A.dtype), xp.cumsum(A, axis=1)], axis=1)
-    return cs[:, edges[1:]] - cs[:, edges[:-1]]
+    cs = xp.cumsum(A, axis=1)  # cs[:, j] = A[:, :j + 1].sum(axis=1); the first bin starts at 0
+    out = cs[:, edges[1:] - 1]
+    rest = out[:, 1:]  # a view: subtracted in place
+    rest -= cs[:, edges[1:-1] - 1]
+    return out
 
 
 def _rows(X: Any, k: int) -> Any:
@@ -502,7 +508,31 @@ def _rows(X: Any, k: int) -> Any:
 
 def _gauss_sum(xp: Any, U: Any, a: Any, b: Any, c: Any) -> Any:
     """sum_i a_i exp(-((u-b_i)/c_i)^2) for a, b, c of shape (k, j) and U (M,) or (k, M)."""
-    return term_values(U, a, b, c).sum(axis=1)
+    return _terms(xp, U, a, b, c).sum(axis=1)
+
+
+def _terms(xp: Any, U: Any, a: Any, b: Any, c: Any) -> Any:
+    """:func:`peakfit.models.term_values` (k, j, M); on a GPU by the generated term-values
+    kernel (:func:`peakfit.gpu.kernels.term_values`, one launch instead of one a step)."""
+    if xp is np:
+        return term_values(U, a, b, c)
+    from .gpu.kernels import term_values as device_terms
+
+    return device_terms(U, a, b, c)
+
+
+_ONE_PEAK = GaussianModel(1)
+
+
+def _residual(xp: Any, model: GaussianModel, U: Any, Z: Any, p: Any) -> Any:
+    """``Z - model(U, p)`` (k, M); on a GPU by the generated residual kernel
+    (:func:`peakfit.gpu.kernels.residual`: one read of Z and one write) instead of a CuPy
+    operation for every step of every term."""
+    if xp is np:
+        return Z - model.evaluate(U, p)
+    from .gpu.kernels import residual
+
+    return residual(model, U, Z, p)
 
 
 def _take(xp: Any, A: Any, idx: Any) -> Any:
@@ -532,7 +562,7 @@ def _feature(xp: Any, R: Any, U: Any, du: Any) -> tuple[Any, Any, Any]:
     u0 = _take(xp, U, kk)
     b = u0 + xp.where(d >= 0, d * (_take(xp, U, kp) - u0), d * (u0 - _take(xp, U, km)))
     half = 0.5 * a
-    idx = xp.arange(M)[None, :]
+    idx = xp.arange(M, dtype=np.int32)[None, :]  # int32: half the bytes of the where/max
     below = R < half[:, None]
     kc = kk[:, None]
     left = xp.where(below & (idx < kc), idx, -M).max(axis=1)
@@ -554,7 +584,7 @@ def _feature(xp: Any, R: Any, U: Any, du: Any) -> tuple[Any, Any, Any]:
 
 def _refit_heights(xp: Any, U: Any, S: Any, b: Any, c: Any, sw: Any, floor: Any) -> Any:
     """Least-squares heights for fixed centres and widths (k, j), clipped at ``floor``."""
-    E = term_values(U, xp.ones_like(b), b, c)
+    E = _terms(xp, U, xp.ones_like(b), b, c)
     if sw is not None:
         E = E * sw[:, None, :]
         S = S * sw
@@ -685,18 +715,19 @@ def auto_start(
         out = xp.zeros((0, P))
         info0 = AutoStartInfo(out[:, 0], out[:, 0], out[:, 0].astype(int), np.zeros(0, int))
         return (out, info0) if return_info else out
-    if chunk_size is None:
-        # measured: ~6000 float64 elements per spectrum for 4 peaks, 1000 points (tracemalloc);
-        # the candidates' binned copies and normal equations dominate, plus a few (m,) rows
-        per = (2 * model.n + 2 + trials) * (P * P + P + max(min(m, 512), 1)) + 8 * m
-        budget = _CHUNK_ELEMENTS
-        if xp is not np:  # on a GPU: chunks sized from its free memory (few, large chunks)
-            from .gpu import work_elements
-
-            budget = max(budget, work_elements())
-        chunk_size = max(1, budget // per)
     if missing is None:  # once for the call: every chunk takes the same path
         missing = not bool(xp.isfinite(Y).all() & xp.isfinite(x).all())
+    if chunk_size is None:
+        if xp is np:  # a working set of _CHUNK_ELEMENTS for the caches (the results depend
+            # on the chunks in the last bits: this sizing is unchanged)
+            per = (2 * model.n + 2 + trials) * (P * P + P + max(min(m, 512), 1)) + 8 * m
+            budget = _CHUNK_ELEMENTS
+        else:  # on a GPU: few, large chunks from its free memory and the measured peak
+            from .gpu import work_elements
+
+            per = _elements_per_row(model, m, trials, x.ndim == 1, bool(missing))
+            budget = max(_CHUNK_ELEMENTS, work_elements())
+        chunk_size = max(1, budget // per)
     parts = []
     infos = []
     for s0 in range(0, k, int(chunk_size)):
@@ -724,6 +755,37 @@ def auto_start(
     )
 
 
+def _elements_per_row(model: GaussianModel, m: int, trials: int = 0, shared_x: bool = True,
+                      missing: bool = False) -> int:
+    """Peak work memory of the start per spectrum of a chunk, in float64 elements.
+
+    Measured with tracemalloc on the GPU path (the CuPy stand-in, whose arrays are NumPy's;
+    ``tests/test_cupy_standin.py::test_the_starts_memory_per_row_stays_within_its_estimate``)
+    and bounded by: about 6 m for the full-resolution arrays of steps 1-3 and the candidates'
+    normal equations, plus the larger of the two phases' own memory, step 2's asymmetric
+    baseline fits (both polarities on a GPU: about 16 m with a baseline) and greedy pursuit
+    (shared abscissae, a polynomial baseline or the gated rows without one, every row in the
+    worst case: ``_PURSUIT_WIDTHS`` x the bins x max(n + 3 deg + 2, 1), a quarter of the points
+    as bins), plus about 20 m for rows with missing points (the masks, the masked medians'
+    sorts, abscissae per row, and the re-ranking of the gated rows' candidates on the raw
+    data, which most ragged rows reach: a few candidates a row at full resolution; measured,
+    not bounded).
+
+    Examples
+    --------
+    >>> _elements_per_row(GaussianModel(4), 1000)
+    13560
+    """
+    n, P = model.n, model.n_params
+    per = 6 * m + (2 * n + 2 + trials) * (P * P + P)
+    deg = _POLY_DEGREE.get(model.baseline, -1)
+    step2 = 16 * m if model.baseline_names else 0
+    pursuit = 0
+    if shared_x and (model.baseline in _PURSUIT_BASELINES or model.baseline in _PURSUIT_GATED):
+        pursuit = _PURSUIT_WIDTHS * max(1, m // 4) * max(n + 3 * deg + 2, 1)
+    return per + max(step2, pursuit) + (20 * m if missing else 0)
+
+
 @dataclass
 class _Prep:
     """Normalised data of a set of spectra (step 1-2), rows selectable with :meth:`take`."""
@@ -745,8 +807,10 @@ class _Prep:
             return a if (a is None or shared) else a[rows]
 
         shared = self.U.ndim == 1
+        Z = self.Z[rows]
         return _Prep(
-            U=t(self.U, shared), Z=self.Z[rows], S=self.S[rows], W=t(self.W, False),
+            U=t(self.U, shared), Z=Z, S=Z if self.S is self.Z else self.S[rows],
+            W=t(self.W, False),
             q0=self.q0[rows], sign=self.sign[rows], x0=t(self.x0, self.x0.shape[0] == 1),
             sx=t(self.sx, self.sx.shape[0] == 1), sy=self.sy[rows], noise=self.noise[rows],
             ambiguous=t(self.ambiguous, False),
@@ -796,9 +860,18 @@ def _prepare(
     else:
         U = (X - x0) / sx
     Yf = Y if all_finite else xp.where(finite, Y, 0.0)
-    sy = xp.abs(Yf).max(axis=1, keepdims=True)
+    # max|y| as max(max y, -min y): the same number, without an |Y| temporary
+    ymax, ymin = Yf.max(axis=1, keepdims=True), Yf.min(axis=1, keepdims=True)
+    sy = xp.maximum(ymax, -ymin)
     sy = xp.where((sy > 0) & xp.isfinite(sy), sy, 1.0)
-    Z = Yf / sy
+    # no baseline and no missing point: the polarity from the max and min of Y over sy (a
+    # positive divisor keeps them), and Z signed in the same pass (dividing by -sy is exact)
+    early = not nb and all_finite
+    if early:
+        sign = xp.where((ymax / sy)[:, 0] >= -(ymin / sy)[:, 0], 1.0, -1.0)
+        Z = Yf / (sy * sign[:, None])
+    else:
+        Z = Yf / sy
     W = None if all_finite else finite.astype(Z.dtype)
     V = None if all_finite else finite
     if nb:
@@ -810,7 +883,8 @@ def _prepare(
         S = Z
     if W is not None:
         S = S * W
-    sign = xp.where(S.max(axis=1) >= -S.min(axis=1), 1.0, -1.0)
+    if not early:
+        sign = xp.where(S.max(axis=1) >= -S.min(axis=1), 1.0, -1.0)
     if nb and _BASELINE_METHOD != "edges" and model.baseline != "exponential":
         # the edge fit stays where it leaves no dip below the data (in the polarity of the
         # peaks) deeper than _BASELINE_DIP noise levels; elsewhere a peak lifted it, and the
@@ -843,12 +917,14 @@ def _prepare(
             S = xp.where(lifted[:, None], xp.where(pos[:, None], fits[0][1], fits[1][1]), S)
     else:
         ambiguous = None
-    Z = Z * sign[:, None]
-    S = S * sign[:, None]
+    if not early:  # (early: Z is signed already, and S is Z)
+        Z = Z * sign[:, None]
+        S = S * sign[:, None]
     q0 = q0 * _baseline_sign(model, sign)
     if spec is not None:
+        same = S is Z
         Z = _user_smooth(xp, x, Z, spec)
-        S = _user_smooth(xp, x, S, spec)
+        S = Z if same else _user_smooth(xp, x, S, spec)
     return _Prep(U=U, Z=Z, S=S, W=W, q0=q0, sign=sign, x0=x0, sx=sx, sy=sy,
                  noise=_noise(xp, U, S, W), ambiguous=ambiguous)
 
@@ -1393,7 +1469,7 @@ def _misfit(
     """Spectra whose fit leaves structure: lag-1 autocorrelation of the residuals above
     ``_RHO_LIMIT / sqrt(M)`` or a sum of squares above the noise level (by more than
     ``sigmas`` standard deviations of chi^2)."""
-    r = Z - model.evaluate(U, p)
+    r = _residual(xp, model, U, Z, p)
     if sw is not None:
         r = r * sw
     M = r.shape[1]
@@ -1410,7 +1486,7 @@ def _peel(
     """Greedy peeling of n peaks off R (k, M), widths from the half-maximum crossing; the
     Gaussian subtracted has its width multiplied by ``wfac`` (k,)."""
     k = R.shape[0]
-    R = R.copy()
+    R = R.copy() if xp is np else R  # on a GPU each step makes a new R
     A = xp.zeros((k, n))
     B = xp.zeros((k, n))
     Cw = xp.zeros((k, n))
@@ -1418,7 +1494,10 @@ def _peel(
         a, b, c = _feature(xp, R, U, du)
         a = xp.maximum(a, floor)
         A[:, j], B[:, j], Cw[:, j] = a, b, c
-        R = R - _gauss_sum(xp, U, a[:, None], b[:, None], (c * wfac)[:, None])
+        if xp is np:  # one term: its values are the sum (no pass to sum it); R is ours
+            R -= term_values(U, a[:, None], b[:, None], (c * wfac)[:, None])[:, 0]
+        else:  # on a GPU: one generated kernel instead of a CuPy operation a step
+            R = _residual(xp, _ONE_PEAK, U, R, xp.stack([a, b, c * wfac], axis=1))
     return A, B, Cw
 
 
@@ -1607,16 +1686,22 @@ def _supported(
     """Number of peaks of p (k, P) that the data support (see ``AutoStartInfo.n_supported``)."""
     k = p.shape[0]
     n = model.n
-    f = model.evaluate(U, p)
     a, b, c = p[:, 0 : 3 * n : 3], p[:, 1 : 3 * n : 3], p[:, 2 : 3 * n : 3]
-    S = Z - (f - _gauss_sum(xp, U, a, b, c))  # data less the baseline
     w = None if sw is None else sw
-    r = (Z - f) if w is None else (Z - f) * w
+    if xp is np:
+        f = model.evaluate(U, p)
+        S = Z - (f - _gauss_sum(xp, U, a, b, c))  # data less the baseline
+        r = (Z - f) if w is None else (Z - f) * w
+        E = term_values(U, xp.ones_like(b), b, c)  # (k, n, M)
+    else:  # on a GPU: the residual kernel, the peaks from the basis E (one product)
+        E = _terms(xp, U, xp.ones_like(b), b, c)
+        r = _residual(xp, model, U, Z, p)
+        S = r + (a[:, None, :] @ E)[:, 0]  # data less the baseline
+        r = r if w is None else r * w
     sse = (r * r).sum(axis=1)
     Sw = S if w is None else S * w
     energy = (Sw * Sw).sum(axis=1)
     thr = _SUPPORT_CHI2 * noise * noise + 1e-9 * energy
-    E = term_values(U, xp.ones_like(b), b, c)  # (k, n, M)
     if w is not None:
         E = E * w[:, None, :]
     G = E @ E.transpose(0, 2, 1)  # (k, n, n)

@@ -58,11 +58,13 @@ class Counts:
     pinned_bytes: int = 0  # page-locked host memory allocated
     async_h2d_bytes: int = 0  # of h2d_bytes: copied on a non-default stream (overlappable)
     stream_waits: int = 0  # a stream waiting on an event (no host synchronisation)
+    views: int = 0  # views made (basic indexing, reshape, ...): no kernel, no bytes in CuPy
 
     def reset(self) -> None:
         for f in fields(self):
             setattr(self, f.name, 0)
         self.__dict__["sites"] = collections.Counter()
+        self.__dict__["op_sites"] = {}
 
     def sync(self, n: int = 1) -> None:
         """Count ``n`` host synchronisations, and where in peakfit they happen (:attr:`sites`:
@@ -70,16 +72,42 @@ class Counts:
         if not n:
             return
         self.syncs += n
-        f = sys._getframe(1)
-        while f is not None and ("/peakfit/" not in f.f_code.co_filename.replace("\\", "/")
-                                or f.f_code.co_filename.endswith("_xp.py")):
-            f = f.f_back
-        where = "?" if f is None else (
-            f"{Path(f.f_code.co_filename).stem}.{f.f_code.co_name}:{f.f_lineno}")
-        self.__dict__.setdefault("sites", collections.Counter())[where] += n
+        self.__dict__.setdefault("sites", collections.Counter())[_site()] += n
+
+    def op(self, launches: int, nbytes: int, raw: bool = False) -> None:
+        """Count ``launches`` device operations (RawKernel calls with ``raw``) that read and
+        write ``nbytes``, and where in peakfit they come from (:attr:`op_sites`:
+        ``'module.function:line'`` -> ``[launches, raw_launches, bytes]``)."""
+        if raw:
+            self.raw_launches += launches
+        else:
+            self.launches += launches
+        self.device_bytes += nbytes
+        rec = self.__dict__.setdefault("op_sites", {}).setdefault(_site(), [0, 0, 0])
+        rec[1 if raw else 0] += launches
+        rec[2] += nbytes
+
+    def by_function(self) -> dict[str, list[int]]:
+        """:attr:`op_sites` summed by function (``'module.function'``), most bytes first."""
+        out: dict[str, list[int]] = {}
+        for where, rec in self.__dict__.get("op_sites", {}).items():
+            acc = out.setdefault(where.rsplit(":", 1)[0], [0, 0, 0])
+            for i in range(3):
+                acc[i] += rec[i]
+        return dict(sorted(out.items(), key=lambda kv: -kv[1][2]))
 
     def snapshot(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _site() -> str:
+    """``'module.function:line'`` of the innermost peakfit frame of the caller ('?': none)."""
+    f = sys._getframe(2)
+    while f is not None and ("/peakfit/" not in f.f_code.co_filename.replace("\\", "/")
+                            or f.f_code.co_filename.endswith("_xp.py")):
+        f = f.f_back
+    return "?" if f is None else (
+        f"{Path(f.f_code.co_filename).stem}.{f.f_code.co_name}:{f.f_lineno}")
 
 
 COUNTS = Counts()
@@ -99,6 +127,8 @@ def _api_names() -> tuple[set[str], set[str]]:
 
 
 _SYNC_FUNCS = {"flatnonzero", "nonzero", "argwhere", "unique", "compress", "extract"}
+#: Allocations without initialisation: CuPy takes them from its pool, no kernel runs.
+_ALLOC_FUNCS = {"empty"}
 _HOST_OK = {"asarray", "array", "asanyarray", "asnumpy"}
 
 
@@ -141,9 +171,15 @@ def _op(fn: Any, args: tuple, kwargs: dict, what: str, sync: bool = False) -> An
     a = _unwrap(args, what)
     k = {key: _unwrap(val, what) for key, val in kwargs.items()}
     out = fn(*a, **k)
-    COUNTS.launches += 1
-    COUNTS.device_bytes += _nbytes(args) + _nbytes(list(kwargs.values())) + (
-        out.nbytes if isinstance(out, np.ndarray) else 0)
+    if isinstance(out, np.ndarray) and "out" not in k and any(
+            isinstance(v, np.ndarray) and np.may_share_memory(out, v) for v in a):
+        # a view of an operand (reshape, transpose, broadcast_to, diagonal, ...): CuPy makes
+        # it without a kernel; whoever reads it is counted
+        COUNTS.views += 1
+    else:
+        # read: the operands (an ``out=`` array is written, not read); written: the result
+        COUNTS.op(1, _nbytes(args) + _nbytes([v for key, v in kwargs.items() if key != "out"])
+                  + (out.nbytes if isinstance(out, np.ndarray) else 0))
     if sync:
         COUNTS.sync()
     return _wrap(out)
@@ -243,16 +279,20 @@ class ndarray:
     def __getitem__(self, key: Any) -> ndarray:
         idx, dep = _index(key)
         out = self._a[idx]
-        COUNTS.launches += 1
-        COUNTS.device_bytes += 2 * np.asarray(out).nbytes
+        parts = idx if isinstance(idx, tuple) else (idx,)
+        if all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice))
+               for p in parts):
+            # basic indexing: a view in CuPy (no kernel; a 0-d view for an element)
+            COUNTS.views += 1
+            return ndarray(out if isinstance(out, np.ndarray) else self._a[(*parts, ...)])
+        COUNTS.op(1, 2 * np.asarray(out).nbytes)
         COUNTS.sync(int(dep))
         return _wrap(out)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         idx, dep = _index(key)
         self._a[idx] = _unwrap(value, "assignment")
-        COUNTS.launches += 1
-        COUNTS.device_bytes += 2 * _nbytes(value) if isinstance(value, ndarray) else 0
+        COUNTS.op(1, 2 * _nbytes(value) if isinstance(value, ndarray) else 0)
         COUNTS.sync(int(dep))
 
     # ------------------------------------------------------------ NEP 13 / 18
@@ -282,7 +322,7 @@ def _method(name: str) -> Any:
     def f(self: ndarray, *args: Any, **kwargs: Any) -> Any:
         if name == "fill":
             self._a.fill(*_unwrap(args, name))
-            COUNTS.launches += 1
+            COUNTS.op(1, 0)
             return None
         sync = name == "nonzero"
         out = _op(getattr(np.ndarray, name), (self, *args), kwargs, f"ndarray.{name}", sync)
@@ -325,8 +365,7 @@ def _inplace(npname: str) -> Any:
     def f(self: ndarray, other: Any) -> ndarray:
         _reject_numpy(other, npname)
         fn(self._a, _unwrap(other, npname), out=self._a)
-        COUNTS.launches += 1
-        COUNTS.device_bytes += 2 * self._a.nbytes
+        COUNTS.op(1, 2 * self._a.nbytes + _nbytes(other))  # self read and written, other read
         return self
 
     return f
@@ -374,8 +413,7 @@ def _solve(M: Any, b: Any) -> ndarray:
     """``cupy.linalg.solve``: singular systems give non-finite rows, no exception (CuPy's
     default error state), like cuSOLVER's getrf/getrs."""
     Mh, bh = _unwrap(M, "linalg.solve"), _unwrap(b, "linalg.solve")
-    COUNTS.launches += 3  # getrf, getrs, copy (batched)
-    COUNTS.device_bytes += Mh.nbytes * 2 + bh.nbytes * 2
+    COUNTS.op(3, Mh.nbytes * 2 + bh.nbytes * 2)  # getrf, getrs, copy (batched)
     try:
         return ndarray(np.linalg.solve(Mh, bh))
     except np.linalg.LinAlgError:
@@ -393,8 +431,7 @@ def _solve(M: Any, b: Any) -> ndarray:
 def _inv(M: Any) -> ndarray:
     """``cupy.linalg.inv``: singular matrices give non-finite results, no exception."""
     Mh = _unwrap(M, "linalg.inv")
-    COUNTS.launches += 3
-    COUNTS.device_bytes += Mh.nbytes * 3
+    COUNTS.op(3, Mh.nbytes * 3)
     with np.errstate(all="ignore"):
         try:
             return ndarray(np.linalg.inv(Mh))
@@ -422,8 +459,7 @@ class _UFunc:
     def at(self, a: ndarray, indices: Any, b: Any = None) -> None:
         idx, _ = _index(indices)
         self._fn.at(a._a, idx, _unwrap(b, f"cupy.{self.__name__}.at"))
-        COUNTS.launches += 1
-        COUNTS.device_bytes += 2 * _nbytes(b) if isinstance(b, ndarray) else 0
+        COUNTS.op(1, 2 * _nbytes(b) if isinstance(b, ndarray) else 0)
 
 
 def _function(name: str) -> Any:
@@ -433,9 +469,12 @@ def _function(name: str) -> Any:
     if isinstance(fn, np.ufunc):
         return _UFunc(fn)
     sync = name in _SYNC_FUNCS
-
-    def f(*args: Any, **kwargs: Any) -> Any:
-        return _op(fn, args, kwargs, f"cupy.{name}", sync)
+    if name in _ALLOC_FUNCS:
+        def f(*args: Any, **kwargs: Any) -> Any:  # memory from the pool: no kernel
+            return _wrap(fn(*_unwrap(args, name), **kwargs))
+    else:
+        def f(*args: Any, **kwargs: Any) -> Any:
+            return _op(fn, args, kwargs, f"cupy.{name}", sync)
 
     f.__name__ = name
     return f
@@ -486,12 +525,13 @@ class RawKernel:
                 and isinstance(args, tuple)):
             raise TypeError("RawKernel takes (grid, block, args) tuples")
         conv = []
+        nbytes = 0
         for a in args:
             if isinstance(a, ndarray):
                 if not a._a.flags.c_contiguous:
                     raise ValueError(f"{self.name}: a RawKernel argument is not C-contiguous")
                 conv.append(ctypes.c_void_p(a._a.ctypes.data))
-                COUNTS.device_bytes += a._a.nbytes
+                nbytes += a._a.nbytes
             elif isinstance(a, np.generic):
                 conv.append(_CTYPES[a.dtype](a))
             elif isinstance(a, (bool, int, float)):
@@ -499,7 +539,7 @@ class RawKernel:
             else:
                 raise TypeError(f"Unsupported type {type(a)} as a RawKernel argument")
         self._fn(*conv)
-        COUNTS.raw_launches += 1
+        COUNTS.op(1, nbytes, raw=True)
 
 
 # ------------------------------------------------------------------------- cuda
@@ -661,7 +701,8 @@ def install(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """Make ``import cupy`` give the stand-in for the rest of a test (counters reset)."""
     from peakfit.gpu import kernels
 
-    kernels.get_kernel.cache_clear()
+    for cached in (kernels.get_kernel, kernels.get_residual_kernel, kernels.get_values_kernel):
+        cached.cache_clear()
     monkeypatch.setitem(sys.modules, "cupy", _MODULE)
     monkeypatch.setitem(sys.modules, "cupy.linalg", _MODULE.linalg)
     monkeypatch.setitem(sys.modules, "cupy.cuda", _MODULE.cuda)
