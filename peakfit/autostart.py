@@ -1303,7 +1303,9 @@ def _refine(
         best = cur.reshape(-1, C).min(axis=1)
         return cur[idx] > _KEEP * best[idx // C]
 
-    Zr = xp.repeat(Z, C, axis=0)
+    # in the candidates' precision (float64) whatever the data's: the fused kernel works in
+    # the data's dtype, and the coarse solves of a float32 start stay those of the CPU
+    Zr = xp.repeat(Z.astype(p.dtype, copy=False), C, axis=0)
     Ur = U if U.ndim == 1 else xp.repeat(U, C, axis=0)
     swr = None if sw is None else xp.repeat(sw, C, axis=0)
     lor = xp.repeat(lo, C, axis=0)
