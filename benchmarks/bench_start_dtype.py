@@ -27,11 +27,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import peakfit  # noqa: E402
-from benchmarks.synth import generate, success  # noqa: E402
+from benchmarks.synth import Spectrum, generate, success  # noqa: E402
 from peakfit import pipeline  # noqa: E402
 
 
-def fit_means(s, start_f32: bool) -> np.ndarray:  # noqa: ANN001
+def fit_means(s: Spectrum, start_f32: bool) -> np.ndarray:
     """Fitted centres of one spectrum, float32 fit, the start in float32 or float64."""
     pipeline.START_IN_FIT_DTYPE = start_f32
     try:

@@ -763,8 +763,8 @@ def _start_dtype(dtype: Any) -> np.dtype:
     try:
         dt = np.dtype(np.float64 if dtype is None else dtype)
     except TypeError:
-        dt = None
-    if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+        dt = np.dtype(np.int8)  # not understood: refused below
+    if dt.name not in ("float64", "float32"):
         raise InputError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     return dt
 
