@@ -84,6 +84,13 @@ COUNTS = {
     # per chunk whatever its rows (the pursuit's atoms, 8 M x M a bin-size group)
     "start_bytes_per_row": 0.652e6,
     "start_bytes_per_chunk": 56.7e6,
+    # the start of a float32 fit runs in float32 (peakfit.pipeline.START_IN_FIT_DTYPE): the
+    # full-resolution arrays of steps 1-3 in float32, the binned data and the coarse solves
+    # in float64 (in float32 the coarse solves ended elsewhere: 11 116 launches and 15.3 MB a
+    # spectrum); the same launches (3 930 + 350) and syncs (15), and the same peak memory a
+    # row within _elements_per_row (tracemalloc on the stand-in: 0.65-1.05 of float64's)
+    "start_bytes_per_row_float32": 0.499e6,
+    "start_bytes_per_chunk_float32": 56.7e6,
     # LM iterations (mean over rows, and of the slowest row of 1000), measured on the CPU for
     # make_batch(1000, 1000, 4) in float32: after the auto start, and from the truth
     "iterations_auto": (2.01, 6),
@@ -99,6 +106,9 @@ RAGGED_FRACTION = 0.2
 #: data are harder: a gap through a peak leaves bins that straddle it, so most ragged rows
 #: fail the misfit test and all five repair rounds run (full rows: one round, 8 % of them).
 RAGGED_START = {"launches": 4.8, "syncs": 3.4, "device_bytes": 21.7}
+#: The same in float32 (the start in the fit's dtype; its full rows move less, its ragged
+#: rows' repair rounds on binned data as much: 7.8 GB for 512 rows, 8.5 GB in float64).
+RAGGED_START_FLOAT32 = {"launches": 4.7, "syncs": 3.3, "device_bytes": 24.4}
 
 #: Seconds per CuPy launch as seen from Python (launch + argument handling), per host sync.
 T_LAUNCH = 8e-6
@@ -171,11 +181,14 @@ def predict(dev: str, dtype: str, source: str, start: str, k: int, m: int = 1000
         free = 80e9 - chunk * m * (8 + 40)
         per_row = _elements_per_row(GaussianModel(n), m, 0, not ragged, ragged)
         sc = min(chunk, int(0.25 * free / 8 // per_row))
-        f = RAGGED_START if ragged else {"launches": 1.0, "syncs": 1.0, "device_bytes": 1.0}
+        sfx = "_float32" if dtype == "float32" else ""  # the start in the fit's dtype
+        f = {"launches": 1.0, "syncs": 1.0, "device_bytes": 1.0}
+        if ragged:
+            f = RAGGED_START_FLOAT32 if sfx else RAGGED_START
         per_fit += (c["start_launches_per_chunk"] * f["launches"] * T_LAUNCH
                     + c["start_syncs_per_chunk"] * f["syncs"] * T_SYNC
-                    + c["start_bytes_per_chunk"] / d["bw"]) / sc
-        per_fit += c["start_bytes_per_row"] * f["device_bytes"] / d["bw"]
+                    + c["start_bytes_per_chunk" + sfx] / d["bw"]) / sc
+        per_fit += c["start_bytes_per_row" + sfx] * f["device_bytes"] / d["bw"]
     if source == "host":
         # float64 input over PCIe, one chunk ahead on a copy stream (peakfit.gpu.transfer):
         # the slower of the link and the device sets the pace
@@ -341,23 +354,27 @@ def stand_in_counts() -> list[dict[str, Any]]:
         # share): the difference is what a spectrum costs, the rest what a chunk costs
         # whatever its rows (launches, syncs, the pursuit's atoms)
         # (as the pipeline calls it: missing points known, the supported peaks wanted)
-        C.reset()
-        auto_start(model, cp.asarray(x), cp.asarray(np.tile(Y, (2, 1))), missing=False,
-                   return_info=True)
-        twice = C.snapshot()
-        C.reset()
-        auto_start(model, cp.asarray(x), cp.asarray(Y), missing=False, return_info=True)
-        s = C.snapshot()
-        row = (twice["device_bytes"] - s["device_bytes"]) / 512
-        out.append({"check": "counts", "what": "auto start", "k": 512, "m": 1000, "n": 4,
-                    **s, "per_spectrum_launches": s["launches"] / 512,
-                    "bytes_per_spectrum": s["device_bytes"] / 512,
-                    "bytes_per_spectrum_beyond_the_chunks": row,
-                    "bytes_per_chunk": s["device_bytes"] - 512 * row,
-                    "launches_1024_rows": twice["launches"] + twice["raw_launches"],
-                    "syncs_steps_1_2": _steps_1_2_syncs(C.sites),
-                    # where they go: function -> [launches, RawKernel calls, bytes]
-                    "top_functions": dict(list(C.by_function().items())[:10])})
+        # (and in float32, as the pipeline starts a float32 fit: the data in float32)
+        for dt in ("float64", "float32"):
+            Yd = Y.astype(dt)
+            C.reset()
+            auto_start(model, cp.asarray(x), cp.asarray(np.tile(Yd, (2, 1))), missing=False,
+                       return_info=True, dtype=dt)
+            twice = C.snapshot()
+            C.reset()
+            auto_start(model, cp.asarray(x), cp.asarray(Yd), missing=False,
+                       return_info=True, dtype=dt)
+            s = C.snapshot()
+            row = (twice["device_bytes"] - s["device_bytes"]) / 512
+            out.append({"check": "counts", "what": "auto start", "dtype": dt, "k": 512,
+                        "m": 1000, "n": 4, **s, "per_spectrum_launches": s["launches"] / 512,
+                        "bytes_per_spectrum": s["device_bytes"] / 512,
+                        "bytes_per_spectrum_beyond_the_chunks": row,
+                        "bytes_per_chunk": s["device_bytes"] - 512 * row,
+                        "launches_1024_rows": twice["launches"] + twice["raw_launches"],
+                        "syncs_steps_1_2": _steps_1_2_syncs(C.sites),
+                        # where they go: function -> [launches, RawKernel calls, bytes]
+                        "top_functions": dict(list(C.by_function().items())[:10])})
         # the start of the pipeline (peakfit.pipeline.start_points) on full and on ragged rows
         # (NaN runs, a different pattern in every row): one pass either way
         import peakfit.pipeline as pl
@@ -374,18 +391,20 @@ def stand_in_counts() -> list[dict[str, Any]]:
         mp.setattr(pl, "start_points", counted)
         Yr = Y.copy()
         Yr[ragged_mask(512, 1000, RAGGED_FRACTION, seed=1)] = float("nan")
-        got = {}
-        for name, data in (("full", Y), ("ragged", Yr)):
-            starts.clear()
-            peakfit.fit_gaussians_batch(cp.asarray(x), cp.asarray(data), 4, device="gpu",
-                                        nan_policy="omit")
-            got[name] = starts[-1]
-            out.append({"check": "counts", "what": f"pipeline start, {name} rows", "k": 512,
-                        "m": 1000, "n": 4, "nan_fraction": RAGGED_FRACTION if name == "ragged"
-                        else 0.0, **got[name]})
-        out.append({"check": "counts", "what": "ragged over full start", **{
-            key: round(got["ragged"][key] / max(got["full"][key], 1), 2)
-            for key in ("launches", "raw_launches", "syncs", "device_bytes")}})
+        for dt in ("float64", "float32"):
+            got = {}
+            for name, data in (("full", Y), ("ragged", Yr)):
+                starts.clear()
+                peakfit.fit_gaussians_batch(cp.asarray(x), cp.asarray(data), 4, device="gpu",
+                                            nan_policy="omit", dtype=dt)
+                got[name] = starts[-1]
+                out.append({"check": "counts", "what": f"pipeline start, {name} rows",
+                            "dtype": dt, "k": 512, "m": 1000, "n": 4,
+                            "nan_fraction": RAGGED_FRACTION if name == "ragged" else 0.0,
+                            **got[name]})
+            out.append({"check": "counts", "what": "ragged over full start", "dtype": dt, **{
+                key: round(got["ragged"][key] / max(got["full"][key], 1), 2)
+                for key in ("launches", "raw_launches", "syncs", "device_bytes")}})
     finally:
         mp.undo()
     return out

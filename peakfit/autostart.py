@@ -623,6 +623,7 @@ def auto_start(
     coarse_iter: int = 12,
     chunk_size: int | None = None,
     missing: bool | None = None,
+    dtype: Any = None,
 ) -> Any:
     """Robust start points for a batch of spectra (the ``start='auto'`` estimator).
 
@@ -694,7 +695,8 @@ def auto_start(
     [0.15, 0.2, 0.35]
     """
     xp = get_xp(x, Y)
-    Y = xp.asarray(Y, dtype=float)
+    dt = _start_dtype(dtype)
+    Y = xp.asarray(Y, dtype=dt)
     x = xp.asarray(x, dtype=float)
     if Y.ndim == 1:
         Y = Y[None, :]
@@ -740,6 +742,7 @@ def auto_start(
         parts.append(p)
         infos.append(info)
     p = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
+    p = p.astype(xp.float64, copy=False)
     if options is not None:
         lo, hi = options.bounds(model)
         p = xp.minimum(xp.maximum(p, xp.asarray(lo)), xp.asarray(hi))
@@ -753,6 +756,17 @@ def auto_start(
         n_supported=xp.concatenate([i.n_supported for i in infos]),
         downsample=np.concatenate([i.downsample for i in infos]),
     )
+
+
+def _start_dtype(dtype: Any) -> np.dtype:
+    """The start's working dtype: float64 (``None``) or float32, else an :class:`InputError`."""
+    try:
+        dt = np.dtype(np.float64 if dtype is None else dtype)
+    except TypeError:
+        dt = np.dtype(np.int8)  # not understood: refused below
+    if dt.name not in ("float64", "float32"):
+        raise InputError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    return dt
 
 
 def _elements_per_row(model: GaussianModel, m: int, trials: int = 0, shared_x: bool = True,
@@ -859,6 +873,7 @@ def _prepare(
         U = (X - x0[0, 0]) / sx[0, 0]
     else:
         U = (X - x0) / sx
+    U = U.astype(Y.dtype, copy=False)  # in [-1, 1]: float32 keeps 6e-8 of the span
     Yf = Y if all_finite else xp.where(finite, Y, 0.0)
     # max|y| as max(max y, -min y): the same number, without an |Y| temporary
     ymax, ymin = Yf.max(axis=1, keepdims=True), Yf.min(axis=1, keepdims=True)
@@ -868,7 +883,7 @@ def _prepare(
     # positive divisor keeps them), and Z signed in the same pass (dividing by -sy is exact)
     early = not nb and all_finite
     if early:
-        sign = xp.where((ymax / sy)[:, 0] >= -(ymin / sy)[:, 0], 1.0, -1.0)
+        sign = xp.where((ymax / sy)[:, 0] >= -(ymin / sy)[:, 0], 1.0, -1.0).astype(Y.dtype)
         Z = Yf / (sy * sign[:, None])
     else:
         Z = Yf / sy
@@ -1288,7 +1303,9 @@ def _refine(
         best = cur.reshape(-1, C).min(axis=1)
         return cur[idx] > _KEEP * best[idx // C]
 
-    Zr = xp.repeat(Z, C, axis=0)
+    # in the candidates' precision (float64) whatever the data's: the fused kernel works in
+    # the data's dtype, and the coarse solves of a float32 start stay those of the CPU
+    Zr = xp.repeat(Z.astype(p.dtype, copy=False), C, axis=0)
     Ur = U if U.ndim == 1 else xp.repeat(U, C, axis=0)
     swr = None if sw is None else xp.repeat(sw, C, axis=0)
     lor = xp.repeat(lo, C, axis=0)
