@@ -472,8 +472,8 @@ def solve_kernel(M, b, out, W):  # pragma: no cover - compiled
     """``out[r] = solve(M[r], b[r])`` by LU with partial pivoting (:func:`lu_solve`).
 
     A row whose matrix has an exactly zero pivot (singular, where ``numpy.linalg.solve``
-    raises) comes back as NaN, as :func:`peakfit.solvers.lm._solve` returns it. ``W`` (P, P+1)
-    is scratch in the working dtype.
+    raises) comes back as NaN, as :func:`peakfit.solvers.linalg.solve_batched` returns it.
+    ``W`` (P, P+1) is scratch in the working dtype.
     """
     k = M.shape[0]
     P = M.shape[1]

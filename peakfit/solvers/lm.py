@@ -65,7 +65,7 @@ import numpy as np
 
 from .._xp import get_xp
 from .evaluators import NormalEquations
-from .linalg import damped_solver, solve_batched
+from .linalg import damped_solver
 
 __all__ = ["EXITFLAG_MESSAGES", "LMResult", "NormalEquations", "levenberg_marquardt"]
 
@@ -121,12 +121,6 @@ class LMResult:
     exitflag: Any
     firstorderopt: Any
     lam: Any = None
-
-
-def _solve(xp: Any, M: Any, b: Any) -> Any:
-    """Batched LAPACK solve, rows that fail NaN (:func:`peakfit.solvers.linalg.solve_batched`;
-    kept for the callers of this name)."""
-    return solve_batched(M, b)
 
 
 def _compiled_iteration(evaluate: Any, on_host: bool) -> Any:
